@@ -1,0 +1,14 @@
+"""Placeholder: `python -m bench check` is being built (see the open issues)."""
+from __future__ import annotations
+
+import argparse
+
+from bench.errors import UserError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    pass
+
+
+def main(args: argparse.Namespace) -> int:
+    raise UserError("`bench check` is not implemented yet")

@@ -1,0 +1,126 @@
+"""Evaluation of a trained encoder, identical for every method and baseline.
+
+Features are extracted ONCE per checkpoint (un-augmented, eval mode, no_grad, large batches)
+and every evaluation reuses them: kNN at two settings, the linear probe, label efficiency
+(1%/10%), transfer targets and diagnostics. Every metric is stored with its protocol. No
+evaluation hyperparameter ever sees test labels: the probe's L2 strength is chosen on a
+held-out part of the TRAIN split (bench/probe.py).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from bench import diagnostics as diag
+from bench.augment import Augment, normalize
+from bench.knn import knn_top1
+from bench.probe import linear_probe
+from bench.suites import EvalConfig
+
+import datasets as ds
+
+
+@dataclass
+class EvalSet:
+    """A labelled train/test pair the encoder is evaluated on (the suite's own, or a transfer target)."""
+    name: str
+    train: ds.ImageData
+    test: ds.ImageData
+
+
+@torch.no_grad()
+def extract_features(encode: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
+                     mean: tuple[float, ...], std: tuple[float, ...], device: torch.device,
+                     batch: int = 1024) -> torch.Tensor:
+    """uint8 images -> float32 features on `device`, in large no_grad (bf16 on CUDA) batches."""
+    feats = []
+    for i in range(0, images.shape[0], batch):
+        x = normalize(images[i:i + batch].to(device, non_blocking=True), mean, std)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            feats.append(encode(x).float())
+    return torch.cat(feats)
+
+
+def features_digest(feats: torch.Tensor) -> str:
+    """Hash of a feature matrix, stored so `bench features` can prove it re-derived the same array."""
+    return hashlib.sha256(feats.detach().cpu().numpy().astype(np.float32).tobytes()).hexdigest()[:16]
+
+
+def probe_grid(points: int) -> tuple[float, ...]:
+    return tuple(float(v) for v in np.logspace(-6, 5, points))
+
+
+def evaluate_set(encode, es: EvalSet, cfg: EvalConfig, mean, std, device, seed: int,
+                 prefix: str, with_label_fractions: bool) -> tuple[dict, dict, dict]:
+    """kNN (both settings) + linear probe (+ label fractions) on one EvalSet."""
+    ftr = extract_features(encode, es.train.images, mean, std, device, cfg.feature_batch)
+    fte = extract_features(encode, es.test.images, mean, std, device, cfg.feature_batch)
+    ytr, yte = es.train.labels.to(device), es.test.labels.to(device)
+    k = es.train.num_classes
+    sizes = {"train": int(ftr.shape[0]), "test": int(fte.shape[0])}
+    common = {"dataset": es.name, "features": "encode(x): backbone output before any head, un-augmented, eval mode",
+              "split_sizes": sizes}
+    metrics, protocols = {}, {}
+    for key, kk, t in ((f"{prefix}knn_top1", cfg.knn_k, cfg.knn_t), (f"{prefix}knn20_top1", cfg.knn_k_small, cfg.knn_t_small)):
+        metrics[key] = knn_top1(ftr, ytr, fte, yte, k, k=kk, temperature=t)
+        protocols[key] = {**common, "eval": "kNN", "k": kk, "temperature": t, "similarity": "cosine",
+                          "vote": "weighted exp(sim/T)", "bank": "un-augmented train features"}
+    grid = probe_grid(cfg.probe_grid_points)
+    res = linear_probe(ftr, ytr, fte, yte, k, grid=grid, val_fraction=cfg.probe_val_fraction, seed=seed)
+    metrics[f"{prefix}linear_top1"] = res.top1
+    protocols[f"{prefix}linear_top1"] = {**common, "eval": "linear probe", **res.protocol()}
+    if with_label_fractions:
+        for frac in cfg.label_fractions:
+            idx = ds.balanced_subset(es.train.labels, frac, seed=seed).to(device)
+            key = f"{prefix}linear_{_pct(frac)}_top1"
+            sub = linear_probe(ftr[idx], ytr[idx], fte, yte, k, grid=grid,
+                               val_fraction=cfg.probe_val_fraction, seed=seed)
+            metrics[key] = sub.top1
+            protocols[key] = {**common, "eval": f"linear probe on {frac:.0%} of train labels",
+                              "label_subset": f"class-balanced, seed {seed}", **sub.protocol()}
+    digests = {f"{es.name}/train": features_digest(ftr), f"{es.name}/test": features_digest(fte)}
+    return metrics, protocols, {"digests": digests, "test_features": fte}
+
+
+def _pct(frac: float) -> str:
+    return f"{frac * 100:g}pct"
+
+
+def evaluate(encode, main: EvalSet, transfer: dict[str, EvalSet | str], cfg: EvalConfig,
+             aug: Augment, device: torch.device, seed: int) -> dict[str, Any]:
+    """All evaluations of one encoder. `transfer` maps a target name to its EvalSet, or to
+    the reason it is skipped (e.g. data missing)."""
+    mean, std = aug.mean, aug.std
+    metrics, protocols, info = evaluate_set(encode, main, cfg, mean, std, device, seed, "", True)
+    skipped = {}
+    for name, target in transfer.items():
+        if isinstance(target, str):
+            skipped[name] = target
+            continue
+        m, p, i = evaluate_set(encode, target, cfg, mean, std, device, seed, f"transfer_{name}_", False)
+        metrics.update(m)
+        protocols.update(p)
+        info["digests"].update(i["digests"])
+    diagnostics = run_diagnostics(encode, main.test.images, info["test_features"], aug, device, seed)
+    return {"metrics": metrics, "protocols": protocols, "diagnostics": diagnostics,
+            "transfer_skipped": skipped, "feature_digests": info["digests"]}
+
+
+@torch.no_grad()
+def run_diagnostics(encode, images: torch.Tensor, feats: torch.Tensor, aug: Augment,
+                    device: torch.device, seed: int, n_views: int = 2048) -> dict[str, Any]:
+    """RankMe, alignment/uniformity and invariance on two augmented views of test images."""
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(images.shape[0], generator=gen)[:n_views]
+    x = images[idx].to(device)
+    torch.manual_seed(seed)
+    z1 = torch.cat([encode(aug(c)).float() for c in x.split(512)])
+    z2 = torch.cat([encode(aug(c)).float() for c in x.split(512)])
+    out = diag.diagnostics(feats, z1, z2)
+    out["protocol"] = {"features": "test split, un-augmented", "views": f"{len(idx)} test images x 2 suite augmentations",
+                       "collapse": "mean per-dimension std of L2-normalized features below threshold"}
+    return out

@@ -1,0 +1,131 @@
+"""Suites: a dataset, a backbone, one augmentation pipeline, a training budget and the
+evaluation protocol, shared by every method in the suite. `expand` turns a suite into RunSpecs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from bench.augment import AugConfig
+from bench.registry import Registry
+
+ALL_METHODS = ("vae", "aasae", "aae", "simclr", "byol", "vicreg", "mae")
+ALL_BASELINES = ("pixels", "random-init", "supervised")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 200
+    batch_size: int = 256
+    warmup_epochs: int = 10        # linear warmup, then the method's schedule (cosine/constant)
+    train_subset: int = 0          # pretrain on a fixed class-balanced subset of this size (0 = all)
+    amp: bool = True               # bf16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = True     # CUDA only
+    compile: bool = False          # torch.compile the method (CUDA)
+    grad_clip: float = 0.0         # max grad norm (0 = off)
+    sync_bn: bool = False          # SyncBatchNorm under torchrun
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    train_subset: int = 0          # kNN bank / probe train set: fixed class-balanced subset (0 = all)
+    test_subset: int = 0           # 0 = the full test split
+    knn_k: int = 200               # InstDisc / lightly protocol
+    knn_t: float = 0.1
+    knn_k_small: int = 20          # second reported setting
+    knn_t_small: float = 0.07
+    probe_val_fraction: float = 0.2  # held-out part of TRAIN used to choose the L2 strength
+    probe_grid_points: int = 23      # log grid 1e-6..1e5
+    label_fractions: tuple[float, ...] = (0.01, 0.1)
+    transfer: tuple[str, ...] = ()   # target datasets, resized to the suite's image size
+    transfer_train_subset: int = 0
+    transfer_test_subset: int = 0
+    feature_batch: int = 1024
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    dataset: str
+    backbone: str
+    image_size: int
+    train: TrainConfig
+    aug: AugConfig
+    eval: EvalConfig
+    methods: tuple[str, ...] = ALL_METHODS
+    baselines: tuple[str, ...] = ALL_BASELINES
+    target: str = "cpu"            # where the suite is meant to run: cpu | gpu
+    tolerance: float = 1.0         # default drift tolerance (accuracy points) for `bench check`
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training+evaluation run. Its hash (with the resolved config) is the run id."""
+    suite: str
+    method: str
+    seed: int
+    aug_mode: str = "shared"       # shared | native (each method's own recipe, an ablation)
+
+
+SUITES: Registry[Suite] = Registry("suite")
+
+SUITES.register("quick", Suite(
+    name="quick",
+    description="sklearn digits (embedded, offline), 8px, resnet-tiny-s1; all methods in <= 5 min on 2 CPU cores",
+    dataset="digits", backbone="resnet-tiny-s1", image_size=8,
+    train=TrainConfig(epochs=12, batch_size=128, warmup_epochs=1),
+    # 8px digits: mild crops, no flips (a mirrored digit is another symbol)
+    aug=AugConfig(crop_scale_min=0.4, hflip_p=0.0),
+    eval=EvalConfig(knn_k=50, transfer=("fashion-mnist",), transfer_train_subset=2000,
+                    transfer_test_subset=1000),
+    tolerance=3.0,
+))
+SUITES.register("fmnist-ci", Suite(
+    name="fmnist-ci",
+    description="Fashion-MNIST 10k-image pretraining subset, 28px, resnet-tiny; CI regression suite (2 CPU cores)",
+    dataset="fashion-mnist", backbone="resnet-tiny", image_size=28,
+    train=TrainConfig(epochs=4, batch_size=256, warmup_epochs=1, train_subset=10000),
+    aug=AugConfig(crop_scale_min=0.2),
+    eval=EvalConfig(train_subset=10000, transfer=("digits",)),
+    tolerance=1.0,
+))
+SUITES.register("fmnist-all", Suite(
+    name="fmnist-all",
+    description="Fashion-MNIST full, 28px, resnet18-cifar, 200 epochs (GPU)",
+    dataset="fashion-mnist", backbone="resnet18-cifar", image_size=28,
+    train=TrainConfig(epochs=200, batch_size=256, warmup_epochs=10),
+    aug=AugConfig(crop_scale_min=0.2),
+    eval=EvalConfig(transfer=("digits",)),
+    target="gpu",
+))
+SUITES.register("cifar10-all", Suite(
+    name="cifar10-all",
+    description="CIFAR-10, 32px, resnet18-cifar, 200 epochs, transfer to CIFAR-100/STL-10/SVHN (GPU)",
+    dataset="cifar10", backbone="resnet18-cifar", image_size=32,
+    train=TrainConfig(epochs=200, batch_size=256, warmup_epochs=10),
+    aug=AugConfig(),
+    eval=EvalConfig(transfer=("cifar100", "stl10", "svhn")),
+    target="gpu",
+))
+SUITES.register("cifar10-vit", Suite(
+    name="cifar10-vit",
+    description="CIFAR-10, 32px, vit-tiny-p4 (64 tokens), all seven methods, 200 epochs (GPU)",
+    dataset="cifar10", backbone="vit-tiny-p4", image_size=32,
+    train=TrainConfig(epochs=200, batch_size=256, warmup_epochs=10),
+    aug=AugConfig(),
+    eval=EvalConfig(transfer=("cifar100", "stl10", "svhn")),
+    target="gpu",
+))
+
+
+def expand(suite: Suite, methods: tuple[str, ...] | None, seeds: int, aug_mode: str = "shared",
+           baselines: bool = True) -> list[RunSpec]:
+    """All runs of a suite: each method (and baseline) x each seed, in a stable order."""
+    names = tuple(methods) if methods else suite.methods
+    if baselines and not methods:
+        names = names + suite.baselines
+    return [RunSpec(suite.name, m, seed, aug_mode) for m in names for seed in range(seeds)]
+
+
+def with_train(suite: Suite, **changes: object) -> Suite:
+    return replace(suite, train=replace(suite.train, **changes))

@@ -1,0 +1,260 @@
+"""ONE training loop for every method: data resident on the device, the suite's batched
+augmentation, optimizer + warmup/cosine schedule, bf16 autocast on CUDA, per-epoch atomic
+checkpoints that carry the spec hash, resume, a NaN guard, a per-step CSV log, timing and
+peak memory.
+
+Determinism: the model is initialised from the run seed; every epoch reseeds the data order
+and the augmentation RNG from (seed, epoch), so a run resumed from an epoch checkpoint
+replays exactly what the uninterrupted run would have done (bit-exact on CPU).
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from bench.augment import Augment, normalize
+from bench.errors import UserError
+from bench.suites import TrainConfig
+from methods.base import AUGMENTED, Method, OptimConfig
+
+CHECKPOINT = "checkpoint.pt"
+LOG = "train_log.csv"
+
+
+@dataclass
+class TrainOutcome:
+    status: str = "ok"                 # ok | diverged | failed
+    reason: str | None = None
+    step: int = 0
+    epochs_done: int = 0
+    train_s: float = 0.0
+    views_per_s: float = 0.0
+    peak_memory_mb: float = 0.0
+    peak_memory_kind: str = ""
+    resumed_from_epoch: int | None = None
+    lr: float = 0.0                    # peak learning rate after batch-size scaling
+    steps_per_epoch: int = 0
+    global_batch_size: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 100_003 + epoch
+
+
+def scaled_lr(optim: OptimConfig, global_batch: int) -> float:
+    return optim.lr * global_batch / optim.lr_batch_size
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
+    """Linear warmup to 1, then cosine to 0 (or constant)."""
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def build_optimizer(model: Method, optim: OptimConfig, lr: float) -> torch.optim.Optimizer:
+    """Weight decay on weights only: biases and norm parameters (ndim <= 1) are exempt."""
+    params = model.optimized_parameters()
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": optim.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if optim.name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=optim.momentum)
+    if optim.name == "adam":
+        return torch.optim.Adam(groups, lr=lr, betas=(optim.beta1, optim.beta2))
+    if optim.name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=(optim.beta1, optim.beta2))
+    if optim.name == "lars":
+        from lightly.utils.lars import LARS
+        return LARS(groups, lr=lr, momentum=optim.momentum)
+    raise UserError(f"unknown optimizer {optim.name!r}; choose one of: sgd, adam, adamw, lars")
+
+
+def make_views(method: Method, xb: torch.Tensor, aug: Augment) -> list[torch.Tensor]:
+    """The views a method declared, from one uint8 batch already on the device."""
+    clean = None
+    views = []
+    for kind in method.views:
+        if kind == AUGMENTED:
+            views.append(aug(xb))
+        else:
+            if clean is None:
+                clean = normalize(xb, aug.mean, aug.std)
+            views.append(clean)
+    return views
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Atomic: a kill during the write leaves the previous checkpoint intact."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, expected_hash: str) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # any unreadable file: refuse rather than guess
+        raise UserError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}); "
+                        "move it aside to restart that run from scratch") from None
+    if not isinstance(state, dict) or state.get("spec_hash") != expected_hash:
+        raise UserError(f"checkpoint {path} belongs to a different run spec; refusing to load it "
+                        "(move it aside to restart that run)")
+    return state
+
+
+def _peak_memory(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda max_memory_allocated"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process max RSS"
+
+
+def train(method: Method, images: torch.Tensor, labels: torch.Tensor, aug: Augment,
+          cfg: TrainConfig, optim: OptimConfig, run_dir: Path, device: torch.device, seed: int,
+          spec_hash: str, world_size: int = 1, rank: int = 0, is_main: bool = True,
+          wrap: Callable[[Method], nn.Module] | None = None,
+          on_epoch_end: Callable[[int], None] | None = None) -> TrainOutcome:
+    """Train `method` on uint8 `images` (N,C,H,W) for cfg.epochs; returns the outcome.
+
+    `images` may already live on `device` (fast path) or on the CPU (pinned, copied per batch).
+    Under DDP each rank takes a disjoint slice of every global batch (global batch =
+    cfg.batch_size x world_size) and `wrap` returns the DDP-wrapped module.
+    """
+    out = TrainOutcome()
+    n = images.shape[0]
+    per_rank = min(cfg.batch_size, n // world_size)
+    global_batch = per_rank * world_size
+    steps_per_epoch = n // global_batch  # drop_last: BatchNorm needs full batches
+    if steps_per_epoch < 1:
+        raise UserError(f"batch size {cfg.batch_size} x {world_size} exceeds the {n} training images")
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup_steps = steps_per_epoch * min(cfg.warmup_epochs, cfg.epochs)
+    lr = scaled_lr(optim, global_batch)
+    out.lr, out.steps_per_epoch, out.global_batch_size = lr, steps_per_epoch, global_batch
+    optimizer = build_optimizer(method, optim, lr)
+    model = wrap(method) if wrap else method
+    ckpt_path, log_path = run_dir / CHECKPOINT, run_dir / LOG
+
+    start_epoch, step, elapsed = 0, 0, 0.0
+    if ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, spec_hash)
+        method.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, step, elapsed = state["epoch"], state["step"], state["train_s"]
+        out.resumed_from_epoch = start_epoch
+    log_rows = _read_log(log_path, max_step=step) if is_main else []
+
+    use_amp = cfg.amp and device.type == "cuda"
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    method.train()
+    views_per_step = global_batch * len(method.views)
+    bar = tqdm(total=total_steps, initial=step, desc=run_dir.name, unit="step", disable=not is_main or None,
+               dynamic_ncols=True, leave=False, file=sys.stderr)
+    log_file = open(log_path, "w", newline="") if is_main else None
+    writer = None
+    try:
+        for row in log_rows:
+            writer = _write_row(log_file, writer, row)
+        for epoch in range(start_epoch, cfg.epochs):
+            torch.manual_seed(epoch_seed(seed, epoch))  # augmentation draws
+            gen = torch.Generator().manual_seed(epoch_seed(seed, epoch))
+            order = torch.randperm(n, generator=gen)[: steps_per_epoch * global_batch]
+            order = order.view(steps_per_epoch, world_size, per_rank)[:, rank].to(images.device)
+            t_epoch = time.perf_counter()
+            for i in range(steps_per_epoch):
+                t0 = time.perf_counter()
+                idx = order[i]
+                xb = images.index_select(0, idx).to(device, non_blocking=True)
+                yb = labels.index_select(0, idx).to(device, non_blocking=True)
+                factor = lr_factor(step, warmup_steps, total_steps, optim.schedule)
+                for g in optimizer.param_groups:
+                    g["lr"] = lr * factor
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    views = make_views(method, xb, aug)
+                    loss, logs = _step(model, views, yb)
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):
+                    out.status = "diverged"
+                    out.reason = f"non-finite loss ({loss_value}) at step {step} (epoch {epoch})"
+                    out.step, out.epochs_done = step, epoch
+                    return _finish(out, elapsed, step, views_per_step, device)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(method.optimized_parameters(), cfg.grad_clip)
+                optimizer.step()
+                method.on_step_end(step, total_steps)
+                dt = time.perf_counter() - t0
+                elapsed += dt
+                step += 1
+                if is_main:
+                    row = {"step": step, "epoch": epoch + (i + 1) / steps_per_epoch, "lr": lr * factor,
+                           "loss": loss_value, **logs, "views_per_s": views_per_step / dt}
+                    writer = _write_row(log_file, writer, row)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
+            if is_main:
+                log_file.flush()
+                save_checkpoint(ckpt_path, {"spec_hash": spec_hash, "epoch": epoch + 1, "step": step,
+                                            "train_s": elapsed, "model": method.state_dict(),
+                                            "optimizer": optimizer.state_dict()})
+                if bar.disable:
+                    print(f"  {run_dir.name} epoch {epoch + 1}/{cfg.epochs} loss {loss_value:.4f} "
+                          f"({time.perf_counter() - t_epoch:.1f}s)", file=sys.stderr, flush=True)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1)
+        out.epochs_done = cfg.epochs
+        return _finish(out, elapsed, step, views_per_step, device)
+    finally:
+        bar.close()
+        if log_file is not None:
+            log_file.close()
+
+
+def _step(model: nn.Module, views: list[torch.Tensor], labels: torch.Tensor):
+    """Under DDP the wrapped module's forward is the training step (so gradients sync)."""
+    if isinstance(model, Method):
+        return model.training_step(views, labels)
+    return model(views, labels)
+
+
+def _finish(out: TrainOutcome, elapsed: float, step: int, views_per_step: int, device: torch.device) -> TrainOutcome:
+    out.step, out.train_s = step, elapsed
+    out.views_per_s = step * views_per_step / elapsed if elapsed > 0 else 0.0
+    out.peak_memory_mb, out.peak_memory_kind = _peak_memory(device)
+    return out
+
+
+def _write_row(f, writer, row: dict):
+    if f is None:
+        return writer
+    if writer is None:
+        writer = csv.DictWriter(f, fieldnames=list(row), extrasaction="ignore")
+        writer.writeheader()
+    writer.writerow(row)
+    return writer
+
+
+def _read_log(path: Path, max_step: int) -> list[dict]:
+    """Rows of an interrupted run's log up to its checkpoint (later rows are replayed)."""
+    if not path.exists() or max_step == 0:
+        return []
+    with open(path, newline="") as f:
+        return [r for r in csv.DictReader(f) if r.get("step") and int(r["step"]) <= max_step]

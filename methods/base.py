@@ -1,0 +1,103 @@
+"""The method plug-in shape shared by every method and baseline.
+
+A method is an nn.Module built from (config, backbone, data info). The harness owns data,
+augmentation, optimisation and evaluation; a method only says which views it consumes,
+computes its loss in `training_step`, and exposes `encode` (backbone features, before any
+head), which is all any evaluation uses.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from bench.backbones import Backbone
+from bench.registry import Registry
+
+AUGMENTED = "augmented"  # a fresh draw of the suite's augmentation pipeline
+CLEAN = "clean"          # the un-augmented, normalized image
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: str = "sgd"            # sgd | adam | adamw | lars (lightly's LARS)
+    lr: float = 0.06             # base learning rate at `lr_batch_size`
+    lr_batch_size: int = 256     # linear scaling rule: lr = base lr * batch_size / lr_batch_size
+    weight_decay: float = 5e-4   # not applied to biases and norm parameters
+    momentum: float = 0.9        # sgd / lars
+    beta1: float = 0.9           # adam / adamw
+    beta2: float = 0.999         # adam / adamw
+    schedule: str = "cosine"     # cosine | constant, after the suite's linear warmup
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    channels: int
+    size: int
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+class Method(nn.Module):
+    """Base class: subclasses set the class attributes and implement `training_step`."""
+
+    name: ClassVar[str]
+    paradigm: ClassVar[str]            # autoencoding | contrastive | non-contrastive | masked | baseline
+    views: ClassVar[tuple[str, ...]]   # which views `training_step` receives, in order
+    Config: ClassVar[type]             # frozen dataclass of the recipe's defaults
+    optim: ClassVar[OptimConfig] = OptimConfig()
+    native_aug: ClassVar[dict[str, Any]] = {}  # AugConfig overrides for `--aug native`
+    trains: ClassVar[bool] = True      # False for baselines evaluated untrained (pixels, random-init)
+    reference: ClassVar[str] = ""
+
+    def __init__(self, cfg: Any, backbone: Backbone, data: DataInfo) -> None:
+        super().__init__()
+        self.cfg, self.backbone, self.data = cfg, backbone, data
+
+    @property
+    def variant(self) -> str:
+        """What exactly ran (e.g. MAE on a CNN runs masked-input reconstruction)."""
+        return self.name
+
+    def training_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Features every evaluation uses: the backbone output, before any head."""
+        return self.backbone(x)
+
+    def on_step_end(self, step: int, total_steps: int) -> None:
+        """Hook after each optimizer step (e.g. BYOL's momentum update)."""
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Autoencoders return reconstructions of normalized `x` for the report's grid."""
+        return None
+
+    def optimized_parameters(self) -> list[nn.Parameter]:
+        """Parameters the harness optimizer updates (a method with its own inner optimizer,
+        such as the AAE discriminator, leaves those out)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+
+METHODS: Registry[type[Method]] = Registry("method")
+BASELINES: Registry[type[Method]] = Registry("baseline")
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: add a method to the registry under `cls.name`."""
+    (BASELINES if cls.paradigm == "baseline" else METHODS).register(cls.name, cls)
+    return cls
+
+
+def get(name: str) -> type[Method]:
+    """A method or baseline class by name (UserError listing both registries if unknown)."""
+    if name in BASELINES:
+        return BASELINES.get(name)
+    if name not in METHODS:
+        from bench.errors import UserError
+        known = ", ".join(METHODS.names() + BASELINES.names())
+        raise UserError(f"unknown method {name!r}; choose one of: {known}")
+    return METHODS.get(name)

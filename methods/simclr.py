@@ -1,0 +1,52 @@
+"""SimCLR: two augmented views of each image; an MLP projection head; the NT-Xent
+(normalized temperature-scaled cross-entropy) loss pulls the two views of an image together
+and pushes the other 2N-2 views of the batch away.
+
+[0] Chen et al., "A Simple Framework for Contrastive Learning of Visual Representations",
+    2020, https://arxiv.org/abs/2002.05709
+Recipe: lightly benchmarks/imagenet/cifar10_benchmark.py (head (d, d, 128), temperature 0.5,
+SGD lr 0.06 x batch/128, wd 5e-4); solo-learn uses temperature 0.2 and LARS (see PROTOCOLS.md).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from lightly.loss import NTXentLoss
+from lightly.models.modules import SimCLRProjectionHead
+
+from bench.backbones import Backbone
+from methods.base import AUGMENTED, DataInfo, Method, OptimConfig, register
+
+
+@dataclass(frozen=True)
+class SimCLRConfig:
+    proj_hidden_dim: int = 0      # 0 = the backbone's feature size, as in lightly's benchmark
+    proj_output_dim: int = 128
+    temperature: float = 0.5
+    gather_distributed: bool = True  # negatives from every process under DDP
+
+
+@register
+class SimCLR(Method):
+    name = "simclr"
+    paradigm = "contrastive"
+    views = (AUGMENTED, AUGMENTED)
+    Config = SimCLRConfig
+    optim = OptimConfig(name="sgd", lr=0.06, lr_batch_size=128, weight_decay=5e-4)
+    native_aug = {}  # the shared CIFAR pipeline *is* the SimCLR recipe
+    reference = "Chen et al. 2020, arXiv:2002.05709"
+
+    def __init__(self, cfg: SimCLRConfig, backbone: Backbone, data: DataInfo) -> None:
+        super().__init__(cfg, backbone, data)
+        d = backbone.num_features
+        self.projection = SimCLRProjectionHead(d, cfg.proj_hidden_dim or d, cfg.proj_output_dim)
+        self.criterion = NTXentLoss(temperature=cfg.temperature, gather_distributed=cfg.gather_distributed)
+
+    def training_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        x1, x2 = views
+        # one backbone pass over both views keeps BatchNorm statistics shared, as in the paper
+        z = self.projection(self.backbone(torch.cat([x1, x2])))
+        z1, z2 = z.chunk(2)
+        loss = self.criterion(z1, z2)
+        return loss, {"ntxent": loss.item()}
