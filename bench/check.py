@@ -1,14 +1,455 @@
-"""Placeholder: `python -m bench check` is being built (see the open issues)."""
+"""`python -m bench check`: re-derive the published numbers of a suite, or publish them.
+
+Check (the default):
+
+    python -m bench check --suite fmnist-ci [--reference reports/fmnist-ci] [--out DIR]
+
+reads `reports/<suite>/results.json`, re-runs the suite with the SAME command that produced it
+(its methods, seed count and `--set` overrides come from the reference file; the runs go through
+`bench.runner.run_suite`, the code behind `bench run`) into a fresh directory, and compares every
+published metric with its tolerance. It prints reference / now / delta / tolerance / OK|DRIFT
+per (method, metric) and exits 0 when all hold, 1 on any drift, missing metric or failed run,
+and 2 (one line `error: ...`) when the reference file is missing or malformed.
+
+Publish:
+
+    python -m bench check --suite S --write-reference RESULTS_DIR [--reference reports/S] [--force]
+
+derives the command from the stored configs (seeds, methods, overrides; it refuses results it
+cannot re-derive exactly), then writes `results.json`, `leaderboard.html` and `leaderboard.md`.
+An existing reference is only replaced with `--force`.
+
+Reference file (JSON):
+
+    {"format": "ssl-bench-reference", "format_version": 1, "suite": "fmnist-ci",
+     "command": "python -m bench run --suite fmnist-ci --seeds 2 --set train.epochs=1",
+     "check_command": "python -m bench check --suite fmnist-ci",
+     "methods_run": ["simclr", "pixels"], "seeds": 2, "aug_mode": "shared",
+     "sets": {"train": {"epochs": "1"}},
+     "git_commit": "...", "date": "2025-01-01T00:00:00+00:00", "machine": {...}, "device": "cpu (2 threads)",
+     "packages": {...}, "default_tolerance": 1.0, "tolerance_unit": "accuracy points (top-1 %)",
+     "tolerances": {"knn_top1": 1.0, ...},                     # per-metric defaults
+     "methods": {"simclr": {"knn_top1": {"value": 80.1, "tolerance": 1.0, "std": 0.2, "n": 2}, ...}, ...}}
+
+A metric holds when |now - value| <= tolerance; the tolerance is the entry's own, else the
+per-metric default, else `default_tolerance` (the suite's `tolerance`).
+"""
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
+import json
+import math
+import shlex
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 from bench.errors import UserError
 
+REFERENCE_FILE = "results.json"
+FORMAT = "ssl-bench-reference"
+FORMAT_VERSION = 1
+SCOPES = (("train", None), ("aug", None), ("eval", None), ("method_config", ""), ("optim", ".optim"))
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    pass
+    p.add_argument("--suite", required=True, help="suite whose published numbers are checked (see `bench list suites`)")
+    p.add_argument("--reference", type=Path,
+                   help="reference directory or its results.json (default reports/<suite>)")
+    p.add_argument("--out", type=Path,
+                   help="where the re-run writes its results (default: a fresh temporary directory); "
+                        "must not already hold results")
+    p.add_argument("--data-dir", help="where datasets are looked for / downloaded ($BENCH_DATA also works)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--no-download", action="store_true", help="never try to download datasets")
+    p.add_argument("--write-reference", type=Path, metavar="RESULTS_DIR",
+                   help="publish: write the reference from the runs in RESULTS_DIR instead of checking")
+    p.add_argument("--force", action="store_true", help="with --write-reference: replace an existing reference")
 
 
 def main(args: argparse.Namespace) -> int:
-    raise UserError("`bench check` is not implemented yet")
+    from bench.suites import SUITES
+    suite = SUITES.get(args.suite)
+    path = reference_path(args.reference, suite.name)
+    if args.write_reference is not None:
+        return publish(suite, Path(args.write_reference), path, force=args.force)
+    return check(suite, path, args)
+
+
+def reference_path(given: Path | None, suite_name: str) -> Path:
+    """The reference file: --reference as a directory or a .json file, else reports/<suite>."""
+    p = Path(given) if given is not None else Path("reports") / suite_name
+    if p.suffix == ".json" and not p.is_dir():
+        return p
+    return p / REFERENCE_FILE
+
+
+# ----------------------------------------------------------------------------- reading a reference
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def load_reference(path: Path, suite_name: str) -> dict[str, Any]:
+    """Read and validate a reference file; every problem is a one-line UserError."""
+    if not path.is_file():
+        raise UserError(f"reference file '{path}' not found; publish one with "
+                        f"`python -m bench check --suite {suite_name} --write-reference RESULTS_DIR` "
+                        "or point --reference at it")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UserError(f"reference file '{path}' is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except (UnicodeDecodeError, OSError) as e:
+        raise UserError(f"reference file '{path}' cannot be read ({e})") from None
+    validate_reference(data, path, suite_name)
+    return data
+
+
+def validate_reference(data: Any, path: Path | str, suite_name: str) -> None:
+    where = f"reference file '{path}'"
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: expected a JSON object at the top, got {type(data).__name__}")
+    for key in ("suite", "seeds", "methods"):
+        if key not in data:
+            raise UserError(f"{where}: missing key {key!r} (expected suite, seeds, methods, sets)")
+    if not isinstance(data["suite"], str):
+        raise UserError(f"{where}: 'suite' must be a string, got {type(data['suite']).__name__}")
+    if data["suite"] != suite_name:
+        raise UserError(f"{where} is for suite {data['suite']!r}, not {suite_name!r}; use --reference reports/{suite_name}")
+    if not isinstance(data["seeds"], int) or isinstance(data["seeds"], bool) or data["seeds"] < 1:
+        raise UserError(f"{where}: 'seeds' must be a positive integer, got {data['seeds']!r}")
+    sets = data.get("sets", {})
+    if not isinstance(sets, dict) or not all(isinstance(s, str) and isinstance(kv, dict) and
+                                             all(isinstance(k, str) and isinstance(v, str) for k, v in kv.items())
+                                             for s, kv in sets.items()):
+        raise UserError(f"{where}: 'sets' must map a scope to {{key: value-as-text}}, e.g. {{\"train\": {{\"epochs\": \"1\"}}}}")
+    if data.get("aug_mode", "shared") not in ("shared", "native"):
+        raise UserError(f"{where}: 'aug_mode' must be 'shared' or 'native', got {data.get('aug_mode')!r}")
+    for key in ("default_tolerance",):
+        if key in data and (not _is_num(data[key]) or data[key] < 0):
+            raise UserError(f"{where}: {key!r} must be a number >= 0, got {data[key]!r}")
+    tols = data.get("tolerances", {})
+    if not isinstance(tols, dict) or not all(_is_num(v) and v >= 0 for v in tols.values()):
+        raise UserError(f"{where}: 'tolerances' must map a metric to a number >= 0")
+    methods = data["methods"]
+    if not isinstance(methods, dict) or not methods:
+        raise UserError(f"{where}: 'methods' must be a non-empty object {{method: {{metric: {{value, tolerance}}}}}}")
+    for m, metrics in methods.items():
+        if not isinstance(metrics, dict) or not metrics:
+            raise UserError(f"{where}: methods.{m} must be a non-empty object {{metric: {{value, tolerance}}}}")
+        for k, entry in metrics.items():
+            if not isinstance(entry, dict) or "value" not in entry:
+                raise UserError(f"{where}: methods.{m}.{k} must be an object with a numeric 'value'")
+            if not _is_num(entry["value"]):
+                raise UserError(f"{where}: methods.{m}.{k}.value must be a finite number, got {entry['value']!r}")
+            if "tolerance" in entry and (not _is_num(entry["tolerance"]) or entry["tolerance"] < 0):
+                raise UserError(f"{where}: methods.{m}.{k}.tolerance must be a number >= 0, got {entry['tolerance']!r}")
+    run = data.get("methods_run", list(methods))
+    if not isinstance(run, list) or not all(isinstance(m, str) for m in run):
+        raise UserError(f"{where}: 'methods_run' must be a list of method names")
+
+
+def tolerance_of(reference: dict[str, Any], method: str, metric: str, fallback: float) -> float:
+    entry = reference["methods"][method][metric]
+    if "tolerance" in entry:
+        return float(entry["tolerance"])
+    if metric in reference.get("tolerances", {}):
+        return float(reference["tolerances"][metric])
+    return float(reference.get("default_tolerance", fallback))
+
+
+# ----------------------------------------------------------------------------- comparing
+
+@dataclass
+class Row:
+    method: str
+    metric: str
+    reference: float
+    now: float | None
+    delta: float | None
+    tolerance: float
+    status: str        # OK | DRIFT | MISSING | FAILED
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "OK"
+
+
+def means(results: list[dict[str, Any]]) -> tuple[dict[str, dict[str, float]], dict[str, list[str]]]:
+    """Mean over the ok seeds of every metric, per method; and each method's failure reasons."""
+    values: dict[str, dict[str, list[float]]] = {}
+    failures: dict[str, list[str]] = {}
+    for r in results:
+        method = str((r.get("config") or {}).get("method", (r.get("spec") or {}).get("method")))
+        if r.get("status") != "ok":
+            seed = (r.get("config") or {}).get("seed")
+            failures.setdefault(method, []).append(f"seed {seed} {r.get('status')}: {r.get('reason')}")
+            continue
+        for k, v in (r.get("metrics") or {}).items():
+            if _is_num(v):
+                values.setdefault(method, {}).setdefault(k, []).append(float(v))
+    return {m: {k: sum(v) / len(v) for k, v in ms.items()} for m, ms in values.items()}, failures
+
+
+def compare(reference: dict[str, Any], results: list[dict[str, Any]], fallback_tolerance: float = 1.0) -> list[Row]:
+    """One Row per (method, metric) of the reference, against the mean of `results`."""
+    now, failures = means(results)
+    rows = []
+    for method, metrics in reference["methods"].items():
+        for metric, entry in metrics.items():
+            ref = float(entry["value"])
+            tol = tolerance_of(reference, method, metric, fallback_tolerance)
+            if method in failures:
+                rows.append(Row(method, metric, ref, None, None, tol, "FAILED", "; ".join(failures[method])))
+                continue
+            value = now.get(method, {}).get(metric)
+            if value is None:
+                why = "method not in the new run" if method not in now else "metric not in the new run"
+                rows.append(Row(method, metric, ref, None, None, tol, "MISSING", why))
+                continue
+            delta = value - ref
+            # a hair of slack so that a delta equal to the tolerance holds despite float rounding
+            status = "OK" if abs(delta) <= tol + 1e-9 else "DRIFT"
+            rows.append(Row(method, metric, ref, value, delta, tol, status))
+    return rows
+
+
+def format_rows(rows: list[Row]) -> str:
+    head = ("method", "metric", "reference", "now", "delta", "tolerance", "result")
+    table = [head]
+    for r in rows:
+        table.append((r.method, r.metric, f"{r.reference:.2f}", "–" if r.now is None else f"{r.now:.2f}",
+                      "–" if r.delta is None else f"{r.delta:+.2f}", f"{r.tolerance:.2f}",
+                      r.status + (f" ({r.note})" if r.note else "")))
+    widths = [max(len(t[i]) for t in table) for i in range(len(head) - 1)]
+    lines = []
+    for t in table:
+        cells = [t[0].ljust(widths[0]), t[1].ljust(widths[1])] + [c.rjust(w) for c, w in zip(t[2:6], widths[2:6])]
+        lines.append("  ".join(cells + [t[6]]))
+    return "\n".join(lines)
+
+
+def verdict(rows: list[Row]) -> tuple[int, str]:
+    bad = [r for r in rows if not r.ok]
+    if not bad:
+        return 0, f"OK: all {len(rows)} published metrics within tolerance"
+    items = []
+    for r in bad[:8]:
+        if r.now is None:
+            items.append(f"{r.method} {r.metric} {r.status.lower()}")
+        else:
+            items.append(f"{r.method} {r.metric} (reference {r.reference:.2f}, now {r.now:.2f}, "
+                         f"delta {r.delta:+.2f}, tolerance {r.tolerance:.2f})")
+    more = f", and {len(bad) - 8} more" if len(bad) > 8 else ""
+    return 1, f"DRIFT: {len(bad)} of {len(rows)} published metrics do not hold: " + "; ".join(items) + more
+
+
+# ----------------------------------------------------------------------------- check
+
+def check(suite, path: Path, args: argparse.Namespace) -> int:
+    import methods
+    from bench import runner, store, suites
+    reference = load_reference(path, suite.name)
+    names = tuple(reference.get("methods_run", list(reference["methods"])))
+    for n in list(names) + list(reference["methods"]):
+        try:
+            methods.get(n)
+        except UserError as e:
+            raise UserError(f"reference file '{path}': {e}") from None
+    sets = {scope: dict(kv) for scope, kv in reference.get("sets", {}).items()}
+    runner.check_sets(suite, sets)  # an override the code no longer knows: exit 2 before any work
+    out = _fresh_out(args.out, suite.name)
+    default = tuple(suite.methods) + tuple(suite.baselines)
+    specs = suites.expand(suite, None if names == default else names, reference["seeds"],
+                          reference.get("aug_mode", "shared"))
+    command = command_line(suite.name, names, default, reference["seeds"], reference.get("aug_mode", "shared"), sets)
+    _say(f"bench check {suite.name}: reference {path} "
+         f"(published {reference.get('date', '?')}, git {reference.get('git_commit', '?')})")
+    _say(f"re-running: {command} --out {out}")
+    opts = runner.Options(out=out, data_dir=args.data_dir, device=args.device, sets=sets,
+                          download=not args.no_download)
+    results = runner.run_suite(suite, specs, opts)
+    rows = compare(reference, results, suite.tolerance)
+    code, summary = verdict(rows)
+    store.write_json(out / "check.json", {"suite": suite.name, "reference": str(path), "status": "OK" if code == 0 else "DRIFT",
+                                          "rows": [asdict(r) for r in rows]})
+    print(f"bench check {suite.name}: reference {path}, re-run in {out}")
+    print(format_rows(rows))
+    print(summary)
+    if code:
+        print(f"leaderboard of the re-run: python -m bench report {out}")
+    return code
+
+
+def _fresh_out(given: Path | None, suite_name: str) -> Path:
+    if given is None:
+        return Path(tempfile.mkdtemp(prefix=f"bench-check-{suite_name}-"))
+    out = Path(given)
+    if out.exists() and any(out.glob("**/runs/*/result.json")):
+        raise UserError(f"--out '{out}' already holds results; bench check re-runs from scratch, so choose an empty "
+                        "or new directory (or leave --out out for a fresh temporary one)")
+    return out
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- publish
+
+def to_text(v: Any) -> str:
+    """A resolved config value as the text `--set` parses back to the same value."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "none"
+    if isinstance(v, (list, tuple)):
+        return ",".join(to_text(x) for x in v)
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def _canon(v: Any) -> str:
+    return json.dumps(v, sort_keys=True, default=str)
+
+
+def derive_command(suite, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The `bench run` arguments (methods, seeds, aug mode, --set overrides) that reproduce
+    exactly the configs stored in `results`; UserError when no single command does."""
+    from bench import runner
+    from bench.suites import RunSpec
+    aug_modes = {(r.get("config") or {}).get("aug_mode", "shared") for r in results}
+    if len(aug_modes) != 1:
+        raise UserError(f"the runs mix aug modes {sorted(map(str, aug_modes))}; publish one command's results")
+    aug_mode = aug_modes.pop()
+    seeds: dict[str, set[int]] = {}
+    sets: dict[str, dict[str, str]] = {}
+    origin: dict[tuple[str, str], str] = {}
+    for r in results:
+        cfg = r.get("config") or {}
+        method, seed = cfg.get("method"), cfg.get("seed")
+        seeds.setdefault(method, set()).add(seed)
+        base = runner.resolve(suite, RunSpec(suite.name, method, seed, aug_mode), {})
+        base = json.loads(_canon(base))
+        for key, suffix in SCOPES:
+            scope = key if suffix is None else f"{method}{suffix}"
+            stored, default = cfg.get(key) or {}, base.get(key) or {}
+            for field, value in stored.items():
+                if field in default and _canon(value) == _canon(default[field]):
+                    continue
+                text = to_text(value)
+                prev = sets.setdefault(scope, {}).get(field)
+                if prev is not None and prev != text:
+                    raise UserError(f"the runs used different {scope}.{field} ({prev} in {origin[(scope, field)]}, "
+                                    f"{text} in {r.get('run_id')}); publish the results of one command")
+                sets[scope][field] = text
+                origin[(scope, field)] = str(r.get("run_id"))
+    # shared scopes must be the same for every run, also where a run kept the default
+    for scope in ("train", "aug", "eval"):
+        for field, text in sets.get(scope, {}).items():
+            for r in results:
+                if to_text((r.get("config") or {}).get(scope, {}).get(field)) != text:
+                    raise UserError(f"the runs used different {scope}.{field} (e.g. {r.get('run_id')}); "
+                                    "publish the results of one command")
+    counts = {m: sorted(s) for m, s in seeds.items()}
+    n = max(len(s) for s in counts.values())
+    for m, s in counts.items():
+        if s != list(range(n)):
+            raise UserError(f"method {m} has seeds {s}, expected 0..{n - 1} like the others; "
+                            "publish the results of one `bench run --seeds N` command")
+    sets = {s: kv for s, kv in sets.items() if kv}
+    # the derived command must reproduce every stored config exactly
+    for r in results:
+        cfg = r.get("config") or {}
+        again = runner.resolve(suite, RunSpec(suite.name, cfg.get("method"), cfg.get("seed"), aug_mode), sets)
+        if _canon(again) != _canon(cfg):
+            a, b = json.loads(_canon(again)), cfg
+            diff = sorted(k for k in set(a) | set(b) if _canon(a.get(k)) != _canon(b.get(k)))
+            raise UserError(f"run {r.get('run_id')} cannot be reproduced by `bench run` with this code (its "
+                            f"{', '.join(diff)} differ from what suite {suite.name} resolves to now); re-run it first")
+    order = list(suite.methods) + list(suite.baselines)
+    names = sorted(counts, key=lambda m: (order.index(m) if m in order else len(order), m))
+    return {"methods_run": names, "seeds": n, "aug_mode": aug_mode, "sets": sets}
+
+
+def command_line(suite_name: str, names: tuple[str, ...] | list[str], default: tuple[str, ...], seeds: int,
+                 aug_mode: str, sets: dict[str, dict[str, str]]) -> str:
+    parts = ["python", "-m", "bench", "run", "--suite", suite_name]
+    if tuple(names) != tuple(default):
+        parts += ["--methods", ",".join(names)]
+    parts += ["--seeds", str(seeds)]
+    if aug_mode != "shared":
+        parts += ["--aug", aug_mode]
+    for scope, kv in sets.items():
+        for k, v in kv.items():
+            parts += ["--set", f"{scope}.{k}={v}"]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def build_reference(suite, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The reference record of `results` (all ok, all of `suite`)."""
+    from bench import store
+    others = sorted({str((r.get("config") or {}).get("suite")) for r in results} - {suite.name})
+    if others:
+        raise UserError(f"the results directory also holds runs of suite(s) {', '.join(others)}; "
+                        f"publish a directory with only suite {suite.name}")
+    bad = [r for r in results if r.get("status") != "ok"]
+    if bad:
+        listed = "; ".join(f"{r.get('run_id')} {r.get('status')}: {r.get('reason')}" for r in bad[:3])
+        raise UserError(f"{len(bad)} run(s) did not finish ok ({listed}); a reference is made of complete runs only: "
+                        "re-run or remove them")
+    cmd = derive_command(suite, results)
+    default = tuple(suite.methods) + tuple(suite.baselines)
+    values, _ = means(results)
+    per: dict[str, dict[str, dict[str, Any]]] = {}
+    metric_names: list[str] = []
+    for m in cmd["methods_run"]:
+        runs = [r for r in results if (r.get("config") or {}).get("method") == m]
+        per[m] = {}
+        for k, v in values.get(m, {}).items():
+            xs = [float(r["metrics"][k]) for r in runs if _is_num((r.get("metrics") or {}).get(k))]
+            std = (sum((x - v) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5 if len(xs) > 1 else 0.0
+            per[m][k] = {"value": v, "tolerance": float(suite.tolerance), "std": std, "n": len(xs)}
+            if k not in metric_names:
+                metric_names.append(k)
+    commits = sorted({str(r.get("git_commit")) for r in results})
+    devices = sorted({str((r.get("timings") or {}).get("device")) for r in results})
+    command = command_line(suite.name, cmd["methods_run"], default, cmd["seeds"], cmd["aug_mode"], cmd["sets"])
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "schema_version": store.SCHEMA_VERSION,
+        "suite": suite.name, "command": command, "check_command": f"python -m bench check --suite {suite.name}",
+        "methods_run": cmd["methods_run"], "seeds": cmd["seeds"], "aug_mode": cmd["aug_mode"], "sets": cmd["sets"],
+        "git_commit": commits[0] if len(commits) == 1 else commits,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": results[0].get("machine"), "device": devices[0] if len(devices) == 1 else devices,
+        "python": results[0].get("python"), "packages": results[0].get("packages"),
+        "default_tolerance": float(suite.tolerance), "tolerance_unit": "accuracy points (top-1 %)",
+        "tolerances": {k: float(suite.tolerance) for k in metric_names},
+        "methods": per,
+    }
+
+
+def publish(suite, results_dir: Path, path: Path, force: bool) -> int:
+    from bench import report, store
+    if path.exists() and not force:
+        raise UserError(f"reference '{path}' already exists; pass --force to replace it "
+                        "(or --reference DIR to write elsewhere)")
+    results = store.load_results(results_dir)
+    ref = build_reference(suite, results)
+    if path != Path("reports") / suite.name / REFERENCE_FILE:
+        ref["check_command"] += f" --reference {shlex.quote(str(path.parent))}"
+    store.write_json(path, ref)
+    html = report.write_report(results_dir, path.parent / "leaderboard.html")
+    print(f"published {suite.name}: {path}")
+    print(f"  {len(ref['methods'])} methods x {ref['seeds']} seed(s), "
+          f"{sum(len(v) for v in ref['methods'].values())} metrics, tolerance {ref['default_tolerance']:g} points")
+    print(f"  reproduce: {ref['command']}")
+    print(f"  check:     {ref['check_command']}")
+    print(f"  leaderboard: {html} (+ leaderboard.md)")
+    return 0

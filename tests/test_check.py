@@ -1,0 +1,291 @@
+"""`bench check`: publishing a reference, re-deriving it, drift detection, malformed references,
+and that the same command twice gives the same numbers on CPU.
+
+One tiny real run (digits at 8px, SimCLR for 1 epoch on 128 images + the pixels baseline) is
+made once per module; `main` re-runs it end to end once; the other tests compare stored results.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench import check, cli, runner, store, suites
+from bench.augment import AugConfig
+
+SUITE = "test-check-tiny"
+if SUITE not in suites.SUITES:
+    suites.SUITES.register(SUITE, suites.Suite(
+        name=SUITE, description="tests only: digits 8px, 128 pretraining images",
+        dataset="digits", backbone="resnet-tiny-s1", image_size=8,
+        train=suites.TrainConfig(epochs=3, batch_size=64, warmup_epochs=0, train_subset=128),
+        aug=AugConfig(crop_scale_min=0.4, hflip_p=0.0),
+        eval=suites.EvalConfig(train_subset=100, test_subset=100, knn_k=20, label_fractions=(0.5,),
+                               probe_grid_points=3),
+        methods=("simclr",), baselines=("pixels",), tolerance=2.0,
+    ))
+SETS = {"train": {"epochs": "1"}}  # differs from the suite's 3: the reference must carry it
+
+
+@pytest.fixture(scope="module")
+def suite() -> suites.Suite:
+    return suites.SUITES.get(SUITE)
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, suite) -> Path:
+    """`bench run --suite test-check-tiny --seeds 1 --set train.epochs=1`, in process."""
+    out = tmp_path_factory.mktemp("first")
+    opts = runner.Options(out=out, sets=copy.deepcopy(SETS), download=False, device="cpu")
+    results = runner.run_suite(suite, suites.expand(suite, None, 1), opts)
+    assert [r["status"] for r in results] == ["ok", "ok"], [r.get("reason") for r in results]
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, first_run) -> Path:
+    ref = tmp_path_factory.mktemp("ref") / "published"
+    assert cli.main(["check", "--suite", SUITE, "--write-reference", str(first_run), "--reference", str(ref)]) == 0
+    return ref
+
+
+@pytest.fixture(scope="module")
+def rerun(tmp_path_factory, reference):
+    """`bench check` end to end: the real main, re-running the suite from the reference."""
+    out = tmp_path_factory.mktemp("rerun") / "check"
+    import contextlib
+    import io
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = cli.main(["check", "--suite", SUITE, "--reference", str(reference), "--out", str(out),
+                         "--device", "cpu", "--no-download"])
+    return code, buf.getvalue(), out
+
+
+def _ref(reference: Path) -> dict:
+    return json.loads((reference / "results.json").read_text())
+
+
+# ----------------------------------------------------------------------------- publish
+
+def test_reference_file_format(reference, suite):
+    ref = _ref(reference)
+    assert ref["suite"] == SUITE and ref["seeds"] == 1 and ref["sets"] == SETS
+    assert ref["methods_run"] == ["simclr", "pixels"]
+    assert "--set train.epochs=1" in ref["command"] and "--seeds 1" in ref["command"]
+    assert ref["command"].startswith(f"python -m bench run --suite {SUITE}")
+    assert ref["default_tolerance"] == suite.tolerance
+    assert set(ref["tolerances"]) >= {"knn_top1", "knn20_top1", "linear_top1", "linear_50pct_top1"}
+    for key in ("git_commit", "date", "machine", "device", "packages"):
+        assert key in ref
+    for m in ("simclr", "pixels"):
+        entry = ref["methods"][m]["knn_top1"]
+        assert isinstance(entry["value"], float) and entry["tolerance"] == suite.tolerance and entry["n"] == 1
+    assert (reference / "leaderboard.html").is_file() and (reference / "leaderboard.md").is_file()
+    html = (reference / "leaderboard.html").read_text()
+    assert "data-method='simclr'" in html and "data-method='pixels'" in html
+
+
+def test_publish_refuses_to_overwrite_without_force(reference, first_run, capsys):
+    before = (reference / "results.json").read_text()
+    code = cli.main(["check", "--suite", SUITE, "--write-reference", str(first_run), "--reference", str(reference)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error:") and "--force" in err and len(err.splitlines()) == 1
+    assert (reference / "results.json").read_text() == before
+
+
+def test_publish_with_force_replaces(first_run, tmp_path):
+    ref = tmp_path / "ref"
+    args = ["check", "--suite", SUITE, "--write-reference", str(first_run), "--reference", str(ref)]
+    ref.mkdir()
+    (ref / "results.json").write_text("{}")
+    assert cli.main(args + ["--force"]) == 0
+    assert _ref(ref)["suite"] == SUITE
+
+
+def test_publish_refuses_mixed_commands(first_run, tmp_path, capsys):
+    """Runs that no single `bench run` command produced cannot be published."""
+    mixed = tmp_path / "mixed"
+    shutil.copytree(first_run / "runs", mixed / "runs")
+    run = next(p for p in (mixed / "runs").iterdir() if p.name.startswith("pixels"))
+    data = json.loads((run / "result.json").read_text())
+    data["config"]["train"]["epochs"] = 5
+    store.write_json(run / "result.json", data)
+    code = cli.main(["check", "--suite", SUITE, "--write-reference", str(mixed), "--reference", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "train.epochs" in err and not (tmp_path / "r" / "results.json").exists()
+
+
+def test_publish_refuses_failed_runs(first_run, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    shutil.copytree(first_run / "runs", bad / "runs")
+    run = next(p for p in (bad / "runs").iterdir() if p.name.startswith("simclr"))
+    data = json.loads((run / "result.json").read_text())
+    data.update(status="diverged", reason="loss is NaN at step 2")
+    store.write_json(run / "result.json", data)
+    code = cli.main(["check", "--suite", SUITE, "--write-reference", str(bad), "--reference", str(tmp_path / "r")])
+    assert code == 2 and "loss is NaN" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- check end to end
+
+def test_check_end_to_end_identical_numbers_exit_0(rerun, reference):
+    code, out, _ = rerun
+    assert code == 0, out
+    header = next(line for line in out.splitlines() if line.startswith("method"))
+    assert header.split() == ["method", "metric", "reference", "now", "delta", "tolerance", "result"]
+    for m, metrics in _ref(reference)["methods"].items():
+        for k in metrics:
+            line = next(line for line in out.splitlines() if line.split()[:2] == [m, k])
+            assert line.split()[-1] == "OK" and "+0.00" in line
+    assert out.strip().splitlines()[-1].startswith("OK: all")
+
+
+def test_same_command_twice_gives_the_same_numbers(rerun, first_run):
+    """CPU determinism: the check's re-run reproduces the first run's metrics exactly."""
+    _, _, out = rerun
+    a = {r["run_id"]: r for r in store.load_results(first_run)}
+    b = {r["run_id"]: r for r in store.load_results(out)}
+    assert set(a) == set(b) and len(a) == 2  # same spec hashes: the same command
+    for rid in a:
+        assert a[rid]["metrics"] == b[rid]["metrics"], rid
+        assert a[rid]["feature_digests"] == b[rid]["feature_digests"], rid
+
+
+def test_check_refuses_an_out_dir_with_results(reference, first_run, capsys):
+    code = cli.main(["check", "--suite", SUITE, "--reference", str(reference), "--out", str(first_run)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "already holds results" in err and len(err.splitlines()) == 1
+
+
+def test_perturbed_reference_exits_1_and_names_the_metric(reference, first_run, tmp_path, monkeypatch, capsys):
+    """main() on a reference with one number moved beyond its tolerance (re-run replaced by the
+    stored first run, which the test above shows the re-run reproduces exactly)."""
+    ref = _ref(reference)
+    entry = ref["methods"]["simclr"]["linear_top1"]
+    true_value = entry["value"]
+    entry["value"] = true_value + entry["tolerance"] + 0.5
+    path = tmp_path / "moved" / "results.json"
+    store.write_json(path, ref)
+    stored = store.load_results(first_run)
+    monkeypatch.setattr(runner, "run_suite", lambda suite, specs, opts: copy.deepcopy(stored))
+    code = cli.main(["check", "--suite", SUITE, "--reference", str(path), "--out", str(tmp_path / "o")])
+    out = capsys.readouterr().out
+    assert code == 1
+    line = next(line for line in out.splitlines() if line.split()[:2] == ["simclr", "linear_top1"])
+    assert line.split()[-1] == "DRIFT"
+    assert f"{entry['value']:.2f}" in line and f"{true_value:.2f}" in line
+    assert f"{-(entry['tolerance'] + 0.5):+.2f}" in line and f"{entry['tolerance']:.2f}" in line
+    last = out.strip().splitlines()[-2] if out.strip().splitlines()[-1].startswith("leaderboard") else out.strip().splitlines()[-1]
+    assert last.startswith("DRIFT: 1 of") and "simclr linear_top1" in last
+    assert json.loads((tmp_path / "o" / "check.json").read_text())["status"] == "DRIFT"
+
+
+# ----------------------------------------------------------------------------- comparison function
+
+def _results(first_run):
+    return store.load_results(first_run)
+
+
+def test_compare_identical_numbers_all_ok(reference, first_run):
+    rows = check.compare(_ref(reference), _results(first_run))
+    assert rows and all(r.status == "OK" and r.delta == 0 for r in rows)
+    assert check.verdict(rows)[0] == 0
+
+
+def test_compare_tolerance_boundary_and_per_metric_defaults(reference, first_run):
+    ref = _ref(reference)
+    e = ref["methods"]["pixels"]["knn_top1"]
+    e["value"] += e["tolerance"]  # exactly at the tolerance: holds
+    rows = {(r.method, r.metric): r for r in check.compare(ref, _results(first_run))}
+    assert rows[("pixels", "knn_top1")].status == "OK"
+    del e["tolerance"]  # falls back to the per-metric default
+    ref["tolerances"]["knn_top1"] = 0.5
+    rows = {(r.method, r.metric): r for r in check.compare(ref, _results(first_run))}
+    assert rows[("pixels", "knn_top1")].status == "DRIFT" and rows[("pixels", "knn_top1")].tolerance == 0.5
+
+
+def test_compare_missing_method_metric_and_failed_runs_drift(reference, first_run):
+    ref = _ref(reference)
+    ref["methods"]["byol"] = {"knn_top1": {"value": 50.0, "tolerance": 1.0}}
+    ref["methods"]["pixels"]["transfer_x_knn_top1"] = {"value": 50.0, "tolerance": 1.0}
+    results = _results(first_run)
+    for r in results:
+        if r["config"]["method"] == "simclr":
+            r.update(status="failed", reason="RuntimeError: boom")
+            r.pop("metrics")
+    rows = check.compare(ref, results)
+    by = {(r.method, r.metric): r.status for r in rows}
+    assert by[("byol", "knn_top1")] == "MISSING"
+    assert by[("pixels", "transfer_x_knn_top1")] == "MISSING"
+    assert by[("simclr", "knn_top1")] == "FAILED"
+    code, summary = check.verdict(rows)
+    assert code == 1 and "byol knn_top1 missing" in summary
+    text = check.format_rows(rows)
+    assert "RuntimeError: boom" in text
+
+
+# ----------------------------------------------------------------------------- malformed references
+
+VALID = {"suite": SUITE, "seeds": 1, "sets": {}, "methods": {"pixels": {"knn_top1": {"value": 90.0, "tolerance": 1.0}}}}
+
+
+def _with(**changes):
+    d = copy.deepcopy(VALID)
+    for k, v in changes.items():
+        if v is None:
+            d.pop(k)
+        else:
+            d[k] = v
+    return json.dumps(d)
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "JSON object"),
+    (_with(methods=None), "missing key 'methods'"),
+    (_with(seeds=None), "missing key 'seeds'"),
+    (_with(seeds="two"), "'seeds' must be a positive integer"),
+    (_with(seeds=True), "'seeds' must be a positive integer"),
+    (_with(suite="quick"), "is for suite 'quick'"),
+    (_with(sets={"train": {"epochs": 1}}), "'sets' must map"),
+    (_with(methods={}), "non-empty"),
+    (_with(methods={"pixels": {"knn_top1": {"value": "high"}}}), "value must be a finite number"),
+    (_with(methods={"pixels": {"knn_top1": {"value": 1.0, "tolerance": -1}}}), "tolerance must be a number >= 0"),
+    (_with(methods={"pixels": {"knn_top1": 3}}), "must be an object"),
+    (_with(methods={"nosuchmethod": {"knn_top1": {"value": 1.0}}}), "unknown method 'nosuchmethod'"),
+])
+def test_malformed_reference_exits_2_with_one_line(tmp_path, capsys, text, needle):
+    path = tmp_path / "results.json"
+    path.write_text(text)
+    code = cli.main(["check", "--suite", SUITE, "--reference", str(tmp_path), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error:") and len(err.splitlines()) == 1 and needle in err, err
+    assert not (tmp_path / "o" / "runs").exists()  # nothing was run
+
+
+def test_missing_reference_exits_2(tmp_path, capsys):
+    code = cli.main(["check", "--suite", SUITE, "--reference", str(tmp_path / "nowhere")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "not found" in err and "--write-reference" in err and len(err.splitlines()) == 1
+
+
+def test_reference_override_unknown_to_the_code_exits_2(tmp_path, capsys):
+    path = tmp_path / "results.json"
+    path.write_text(_with(sets={"train": {"no_such_knob": "1"}}))
+    code = cli.main(["check", "--suite", SUITE, "--reference", str(path), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "no_such_knob" in err and len(err.splitlines()) == 1
+
+
+def test_to_text_round_trips_through_set_parsing():
+    from bench import config
+    cfg = suites.EvalConfig()
+    for field, value in (("label_fractions", (0.01, 0.1)), ("transfer", ()), ("knn_t", 0.07), ("knn_k", 7)):
+        text = check.to_text(list(value) if isinstance(value, tuple) else value)
+        assert getattr(config.apply(cfg, {field: text}, "eval"), field) == value
+    assert config.apply(suites.TrainConfig(), {"amp": check.to_text(False)}, "train").amp is False
