@@ -261,7 +261,7 @@ class Report:
         self.df = runs_frame(results)
         self.cols = metric_columns(self.df, results)
         self.protocols = self._protocol_samples()
-        self.names = {c: metric_name(c, self.protocols.get(c)) for c in self.cols}
+        self.names = {c: metric_name(c, self.protocols) for c in self.cols}
         self.board = leaderboard(self.df, self.cols)
         self.suites = list(dict.fromkeys(self.df["suite"].astype(str)))
         self.paradigm_of = dict(zip(self.board["label"], self.board["paradigm"]))
