@@ -5,8 +5,9 @@ Check (the default):
     python -m bench check --suite fmnist-ci [--reference reports/fmnist-ci] [--out DIR]
 
 reads `reports/<suite>/results.json`, re-runs the suite with the SAME command that produced it
-(its methods, seed count and `--set` overrides come from the reference file; the runs go through
-`bench.runner.run_suite`, the code behind `bench run`) into a fresh directory, and compares every
+(its methods, seed count and `--set` overrides come from the reference file, and so does the kind of
+device, cpu or cuda, unless --device says otherwise; the runs go through `bench.runner.run_suite`,
+the code behind `bench run`) into a fresh directory, and compares every
 published metric with its tolerance. It prints reference / now / delta / tolerance / OK|DRIFT
 per (method, metric) and exits 0 when all hold, 1 on any drift, missing metric or failed run,
 and 2 (one line `error: ...`) when the reference file is missing or malformed.
@@ -63,7 +64,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where the re-run writes its results (default: a fresh temporary directory); "
                         "must not already hold results")
     p.add_argument("--data-dir", help="where datasets are looked for / downloaded ($BENCH_DATA also works)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"],
+                   help="default: the kind of device the reference was made on (cpu or cuda)")
     p.add_argument("--no-download", action="store_true", help="never try to download datasets")
     p.add_argument("--write-reference", type=Path, metavar="RESULTS_DIR",
                    help="publish: write the reference from the runs in RESULTS_DIR instead of checking")
@@ -151,6 +153,9 @@ def validate_reference(data: Any, path: Path | str, suite_name: str) -> None:
     run = data.get("methods_run", list(methods))
     if not isinstance(run, list) or not all(isinstance(m, str) for m in run):
         raise UserError(f"{where}: 'methods_run' must be a list of method names")
+    absent = [m for m in methods if m not in run]
+    if absent:
+        raise UserError(f"{where}: methods {', '.join(absent)} have published numbers but are not in 'methods_run'")
 
 
 def tolerance_of(reference: dict[str, Any], method: str, metric: str, fallback: float) -> float:
@@ -271,7 +276,9 @@ def check(suite, path: Path, args: argparse.Namespace) -> int:
     _say(f"bench check {suite.name}: reference {path} "
          f"(published {reference.get('date', '?')}, git {reference.get('git_commit', '?')})")
     _say(f"re-running: {command} --out {out}")
-    opts = runner.Options(out=out, data_dir=args.data_dir, device=args.device, sets=sets,
+    device = args.device or reference_device(reference)
+    _say(f"device: {device}" + ("" if args.device else f" (the reference ran on {reference.get('device', '?')})"))
+    opts = runner.Options(out=out, data_dir=args.data_dir, device=device, sets=sets,
                           download=not args.no_download)
     results = runner.run_suite(suite, specs, opts)
     rows = compare(reference, results, suite.tolerance)
@@ -284,6 +291,14 @@ def check(suite, path: Path, args: argparse.Namespace) -> int:
     if code:
         print(f"leaderboard of the re-run: python -m bench report {out}")
     return code
+
+
+def reference_device(reference: dict[str, Any]) -> str:
+    """cpu or cuda, as recorded in the reference (`timings.device` of its runs); else auto."""
+    dev = reference.get("device")
+    devs = dev if isinstance(dev, list) else [dev]
+    kinds = {"cpu" if str(d).startswith("cpu") else "cuda" for d in devs if isinstance(d, str) and d and d != "None"}
+    return kinds.pop() if len(kinds) == 1 else "auto"
 
 
 def _fresh_out(given: Path | None, suite_name: str) -> Path:

@@ -64,7 +64,7 @@ def runs_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
         diag = r.get("diagnostics") or {}
         setting = {k: v for k, v in cfg.items() if k != "seed"}
         row = {
-            "suite": cfg.get("suite", spec.get("suite")), "method": cfg.get("method", spec.get("method")),
+            "suite": str(cfg.get("suite", spec.get("suite"))), "method": str(cfg.get("method", spec.get("method"))),
             "seed": cfg.get("seed", spec.get("seed")), "paradigm": cfg.get("paradigm") or "?",
             "variant": r.get("variant"), "status": r.get("status"), "reason": r.get("reason"),
             "aug_mode": cfg.get("aug_mode", spec.get("aug_mode")), "dataset": cfg.get("dataset"),

@@ -257,6 +257,7 @@ def _with(**changes):
     (_with(methods={"pixels": {"knn_top1": {"value": 1.0, "tolerance": -1}}}), "tolerance must be a number >= 0"),
     (_with(methods={"pixels": {"knn_top1": 3}}), "must be an object"),
     (_with(methods={"nosuchmethod": {"knn_top1": {"value": 1.0}}}), "unknown method 'nosuchmethod'"),
+    (_with(methods_run=["simclr"]), "not in 'methods_run'"),
 ])
 def test_malformed_reference_exits_2_with_one_line(tmp_path, capsys, text, needle):
     path = tmp_path / "results.json"
@@ -289,3 +290,10 @@ def test_to_text_round_trips_through_set_parsing():
         text = check.to_text(list(value) if isinstance(value, tuple) else value)
         assert getattr(config.apply(cfg, {field: text}, "eval"), field) == value
     assert config.apply(suites.TrainConfig(), {"amp": check.to_text(False)}, "train").amp is False
+
+
+def test_device_defaults_to_the_references_kind():
+    assert check.reference_device({"device": "cpu (2 threads)"}) == "cpu"
+    assert check.reference_device({"device": "NVIDIA H100 80GB HBM3"}) == "cuda"
+    assert check.reference_device({"device": ["cpu (2 threads)", "NVIDIA H100"]}) == "auto"
+    assert check.reference_device({}) == "auto"
