@@ -1,0 +1,126 @@
+"""AAE with a uniform prior: a deterministic autoencoder whose latent code (squashed to
+[-1, 1] by tanh) is matched to the prior U(-1, 1)^d adversarially: an MLP discriminator tells
+encoder codes from prior samples while the encoder learns to fool it, and the decoder learns
+to reconstruct the image (L2). The uniform prior leaves no "holes" in the latent cube, so
+linear interpolations between codes stay on the data manifold.
+
+[0] Makhzani et al., "Adversarial Autoencoders", 2015, https://arxiv.org/abs/1511.05644
+[1] Liu et al., "Data Augmentation via Latent Space Interpolation for Image Classification",
+    ICPR 2018 (the uniform-prior AAE; its interpolation-based augmentation mixes codes of
+    two *classes* with a soft label, i.e. it is supervised, so it is left out of pretraining).
+Harness fit: ONE harness optimizer updates encoder + decoder; the discriminator has its own
+Adam, stepped inside `training_step` on detached codes first (alternating updates, as in
+[0]); its optimizer state travels with the model's state_dict (`get_extra_state`).
+Encoder/decoder are the AASAE ones (same head width, 128-d code, residual decoder) and the
+optimizer is the autoencoders' Adam recipe, so the three autoencoders differ only in the
+regularizer of the latent space.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from bench.backbones import Backbone
+from methods.autoencoder import LatentDecoder, decoder_size
+from methods.base import CLEAN, DataInfo, Method, OptimConfig, register
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """-log D(prior sample) - log(1 - D(encoder code)), each term averaged over the batch."""
+    return (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+
+
+def generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Non-saturating encoder ("generator") loss: -log D(encoder code), averaged."""
+    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+def _average_across_ranks(module: nn.Module) -> None:
+    """Under torchrun the discriminator steps inside the DDP forward, outside DDP's gradient
+    reducer: average its gradients across ranks by hand so every replica stays identical."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for p in module.parameters():
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad.div_(dist.get_world_size())
+
+
+@dataclass(frozen=True)
+class AAEConfig:
+    latent_dim: int = 128          # size of the code (as AASAE)
+    adv_weight: float = 1.0        # weight of the encoder's adversarial loss next to the L2 reconstruction
+    disc_hidden: int = 512         # width of the discriminator's two hidden layers
+    disc_lr: float = 2e-4          # discriminator Adam learning rate (own optimizer, no schedule)
+    disc_beta1: float = 0.5        # discriminator Adam beta1 (GAN practice); beta2 = 0.999
+    decoder_width: int = 0         # decoder width h; 0 = auto: backbone feature size (official) if >= 512-d, else half
+    decoder_blocks: int = 0        # residual blocks per up-stage; 0 = auto: 2 (decoder18) if >= 512-d, else 1
+    decoder_head_width: int = 64   # channels of the last 3x3 conv before the image
+
+
+@register
+class AAE(Method):
+    name = "aae"
+    paradigm = "autoencoding"
+    views = (CLEAN,)               # a plain autoencoder: input = reconstruction target
+    Config = AAEConfig
+    optim = OptimConfig(name="adam", lr=2.5e-4, lr_batch_size=256, weight_decay=0.0, schedule="constant")
+    native_aug = {}  # consumes clean images only
+    reference = "Makhzani et al. 2015, arXiv:1511.05644; uniform prior: Liu et al., ICPR 2018"
+
+    def __init__(self, cfg: AAEConfig, backbone: Backbone, data: DataInfo) -> None:
+        super().__init__(cfg, backbone, data)
+        h = backbone.num_features
+        self.head = nn.Sequential(nn.Linear(h, h), nn.BatchNorm1d(h), nn.ReLU(),
+                                  nn.Linear(h, cfg.latent_dim, bias=False), nn.Tanh())
+        width, blocks = decoder_size(cfg.decoder_width, cfg.decoder_blocks, h)
+        self.decoder = LatentDecoder(cfg.latent_dim, width, data.size, data.channels, blocks, cfg.decoder_head_width)
+        d = cfg.disc_hidden
+        self.discriminator = nn.Sequential(nn.Linear(cfg.latent_dim, d), nn.LeakyReLU(0.2),
+                                           nn.Linear(d, d), nn.LeakyReLU(0.2), nn.Linear(d, 1))
+        self.disc_opt = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.disc_lr,
+                                         betas=(cfg.disc_beta1, 0.999))
+
+    def code(self, x: torch.Tensor) -> torch.Tensor:
+        """Deterministic latent code in [-1, 1]^d."""
+        return self.head(self.backbone(x))
+
+    def training_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        (x,) = views
+        z = self.code(x)
+        # 1) regularization phase, discriminator: prior samples are "real", codes are "fake"
+        prior = torch.rand_like(z) * 2 - 1
+        real_logits, fake_logits = self.discriminator(torch.cat([prior, z.detach()])).chunk(2)
+        d_loss = discriminator_loss(real_logits, fake_logits)
+        self.disc_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        _average_across_ranks(self.discriminator)
+        self.disc_opt.step()
+        # 2) reconstruction + the encoder fooling the (just updated, now frozen) discriminator
+        recon = F.mse_loss(self.decoder(z).float(), x.float())
+        frozen = {k: v.detach() for k, v in self.discriminator.named_parameters()}
+        g_loss = generator_loss(torch.func.functional_call(self.discriminator, frozen, (z,)))
+        loss = recon + self.cfg.adv_weight * g_loss
+        d_acc = 0.5 * ((real_logits > 0).float().mean() + (fake_logits < 0).float().mean())
+        r, g, d, a = torch.stack([recon, g_loss, d_loss, d_acc]).detach().tolist()  # one device sync
+        return loss, {"recon": r, "adv_g": g, "adv_d": d, "disc_acc": a}
+
+    def optimized_parameters(self) -> list[nn.Parameter]:
+        """Everything but the discriminator, which `disc_opt` updates inside training_step."""
+        return [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("discriminator.")]
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.code(x))
+
+    def get_extra_state(self) -> dict[str, Any]:
+        """The discriminator's Adam state (tensors, numbers, tuples: loadable with weights_only)."""
+        return {"disc_opt": self.disc_opt.state_dict()}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.disc_opt.load_state_dict(state["disc_opt"])

@@ -1,0 +1,170 @@
+"""Pieces shared by the autoencoding methods (VAE, AASAE, AAE) and the CNN masked-input
+reconstruction variant of MAE: the residual upsampling decoder of the official AASAE code
+(Lightning-Universe/paper-AAVAE `src/models/decoder.py`, BatchNorm-free as in PROTOCOLS.md),
+the Gaussian log-likelihood with a fixed log-scale, the analytic KL(q || N(0, I)) and the
+masked-patch reconstruction loss of MAE (norm_pix_loss).
+
+Every function here is hand-written (no library has them in this form) and is tested
+against hand-computed values in tests/test_losses.py.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+# ----------------------------------------------------------------------------- losses
+def gaussian_nll(x_hat: torch.Tensor, target: torch.Tensor, log_scale: float | torch.Tensor = 0.0) -> torch.Tensor:
+    """-log N(target; x_hat, sigma^2) summed over C x H x W, one value per sample (B,).
+
+    sigma = exp(log_scale / 2) + 1e-6 (the official code's parametrisation; log_scale fixed
+    at 0 gives sigma ~ 1, i.e. 0.5 * squared error + 0.5 * log(2 pi) per pixel).
+    """
+    log_scale = torch.as_tensor(log_scale, dtype=torch.float32, device=x_hat.device)
+    sigma = torch.exp(log_scale / 2) + 1e-6
+    err = (target.float() - x_hat.float()) / sigma
+    nll = 0.5 * err.pow(2) + torch.log(sigma) + 0.5 * math.log(2 * math.pi)
+    return nll.flatten(1).sum(1)
+
+
+def kl_standard_normal(mu: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, std^2) || N(0, I)) summed over latent dimensions, one value per sample (B,)."""
+    mu, std = mu.float(), std.float()
+    return (0.5 * (std.pow(2) + mu.pow(2)) - 0.5 - torch.log(std)).sum(1)
+
+
+def masked_patch_loss(pred: torch.Tensor, patches: torch.Tensor, mask: torch.Tensor,
+                      norm_pix: bool = True) -> torch.Tensor:
+    """MAE loss: mean squared error per patch, averaged over the masked patches only.
+
+    pred, patches: (B, L, P) predicted and true pixel values per patch; mask: (B, L), 1 =
+    masked (scored), 0 = visible (ignored). With `norm_pix` each target patch is standardized
+    by its own mean and (unbiased) variance, + 1e-6, as facebookresearch/mae `norm_pix_loss`.
+    """
+    target = patches.float()
+    if norm_pix:
+        mean = target.mean(dim=-1, keepdim=True)
+        var = target.var(dim=-1, keepdim=True)
+        target = (target - mean) / (var + 1e-6).sqrt()
+    per_patch = (pred.float() - target).pow(2).mean(dim=-1)
+    mask = mask.float()
+    return (per_patch * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+# ----------------------------------------------------------------------------- decoder
+def _conv3x3(cin: int, cout: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, kernel_size=3, padding=1, bias=False)
+
+
+class UpBlock(nn.Module):
+    """BatchNorm-free BasicBlock of the AASAE decoder; optional 2x nearest upsampling first
+    (applied to both the residual branch and the skip, as the official block does)."""
+
+    def __init__(self, cin: int, cout: int, upsample: bool) -> None:
+        super().__init__()
+        self.upsample = upsample
+        self.conv1, self.conv2 = _conv3x3(cin, cout), _conv3x3(cout, cout)
+        self.skip = nn.Conv2d(cin, cout, kernel_size=1, bias=False) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.upsample:
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        out = self.conv2(F.relu(self.conv1(x)))
+        return F.relu(out + self.skip(x))
+
+
+class ResidualUpsampler(nn.Module):
+    """Feature map (B, cin, s0, s0) -> image (B, out_channels, size, size).
+
+    Stages of `blocks` UpBlocks with widths width/2, width/4, ... (floored at 8); the last
+    stages upsample 2x until the next power-of-two multiple of s0 that is >= size (at least 4
+    stages, as decoder18's [2,2,2,2]); a bilinear resize to `size` when that overshoots (28px);
+    then conv3x3 -> head_width, ReLU, conv3x3 -> out_channels. No BatchNorm; kaiming init
+    (fan_out) as the official decoder, with every residual branch's last conv zero-initialised.
+    """
+
+    def __init__(self, cin: int, width: int, size: int, s0: int, out_channels: int,
+                 blocks: int = 2, head_width: int = 64, min_stages: int = 4) -> None:
+        super().__init__()
+        n_up = max(0, math.ceil(math.log2(size / s0))) if size > s0 else 0
+        n_stages = max(min_stages, n_up)
+        self.size = size
+        self.stem = nn.Conv2d(cin, width, kernel_size=1, bias=False)
+        layers, c = [], width
+        for i in range(n_stages):
+            cout = max(8, width // 2 ** (i + 1))
+            up = i >= n_stages - n_up
+            layers += [UpBlock(c, cout, up)] + [UpBlock(cout, cout, False) for _ in range(blocks - 1)]
+            c = cout
+        self.stages = nn.Sequential(*layers)
+        self.head = nn.Sequential(_conv3x3(c, head_width), nn.ReLU(inplace=True),
+                                  nn.Conv2d(head_width, out_channels, kernel_size=3, padding=1))
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        # no BatchNorm, so each residual branch starts at zero (the official zero_init_residual
+        # option; Fixup/SkipInit): initial outputs stay at the data's scale instead of ~20 std
+        for m in self.modules():
+            if isinstance(m, UpBlock):
+                nn.init.zeros_(m.conv2.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stages(F.relu(self.stem(x)))
+        if x.shape[-1] != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return self.head(x)
+
+
+class LatentDecoder(nn.Module):
+    """The AASAE decoder: z (B, latent) -> Linear(latent, h)+ReLU -> Linear(h, h)+ReLU ->
+    reshape (h/16, 4, 4) -> conv1x1 -> h -> residual up-stages -> image (B, C, size, size)."""
+
+    def __init__(self, latent_dim: int, width: int, size: int, channels: int, blocks: int = 2,
+                 head_width: int = 64) -> None:
+        super().__init__()
+        if width % 16:
+            raise ValueError(f"decoder width {width} must be a multiple of 16 (reshaped to (h/16, 4, 4))")
+        self.width = width
+        self.fc = nn.Sequential(nn.Linear(latent_dim, width), nn.ReLU(inplace=True),
+                                nn.Linear(width, width), nn.ReLU(inplace=True))
+        self.up = ResidualUpsampler(width // 16, width, size, 4, channels, blocks, head_width)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.up(self.fc(z).view(z.shape[0], self.width // 16, 4, 4))
+
+
+def decoder_size(width: int, blocks: int, feature_dim: int) -> tuple[int, int]:
+    """Resolve the decoder's (width, blocks per up-stage); 0 = auto, scaled with the backbone.
+
+    ResNet-18-class backbones (>= 512-d features, the GPU suites) get the official decoder18:
+    width h, 2 blocks per stage (~0.4x the encoder's compute at 32px). Narrower CPU backbones
+    (resnet-tiny: [1,1,1,1] blocks, widths 32-256) get a decoder that mirrors them: width h/2,
+    1 block per stage; with the official layout their decoder would cost ~4x their encoder.
+    """
+    wide = feature_dim >= 512
+    return width or (feature_dim if wide else max(16, feature_dim // 2)), blocks or (2 if wide else 1)
+
+
+# ----------------------------------------------------------------------------- encoder head
+class GaussianHead(nn.Module):
+    """The official ProjectionHeadVAE: Linear(h, h)-BN-ReLU, then mu = Linear(h, d, no bias)
+    and logvar = Linear(h, d, no bias) of the diagonal Gaussian q(z | x)."""
+
+    def __init__(self, feature_dim: int, latent_dim: int) -> None:
+        super().__init__()
+        self.hidden = nn.Sequential(nn.Linear(feature_dim, feature_dim), nn.BatchNorm1d(feature_dim), nn.ReLU())
+        self.mu = nn.Linear(feature_dim, latent_dim, bias=False)
+        self.logvar = nn.Linear(feature_dim, latent_dim, bias=False)
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.hidden(h)
+        return self.mu(h), self.logvar(h)
+
+
+def sample_gaussian(mu: torch.Tensor, logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reparameterised z ~ N(mu, std^2) with std = exp(logvar / 2) + 1e-6; returns (z, std)."""
+    std = torch.exp(logvar / 2) + 1e-6
+    return mu + std * torch.randn_like(std), std
