@@ -1,0 +1,205 @@
+"""Every registered method (and the supervised baseline) on every registered backbone: one
+CPU training step through the harness's optimizer builder, then `encode`. The parametrization
+reads the registries, so a new method or backbone is tested the moment it is registered.
+Below: the method-specific contracts (which views feed what, momentum, extra state).
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+import sys
+
+import pytest
+import torch
+
+import methods
+from bench.augment import AugConfig, Augment, normalize
+from bench.backbones import BACKBONES
+from bench.train import build_optimizer, make_views, scaled_lr
+from methods.base import AUGMENTED, CLEAN, DataInfo
+
+TRAINED = methods.METHODS.names() + [n for n in methods.BASELINES.names() if methods.get(n).trains]
+BATCH = 4
+
+
+def _shape(backbone: str) -> tuple[int, int]:
+    """(channels, size): tiny inputs; 1 channel for the CPU backbones, 3 (RGB) for the others."""
+    return (1, 16) if backbone.startswith("resnet-tiny") else (3, 16)
+
+
+def build(name: str, backbone: str, seed: int = 0, **cfg):
+    cls = methods.get(name)
+    channels, size = _shape(backbone)
+    torch.manual_seed(seed)
+    info = DataInfo(channels, size, 10, (0.5,) * channels, (0.25,) * channels)
+    return cls(dataclasses.replace(cls.Config(), **cfg), BACKBONES.get(backbone).build(channels, size), info)
+
+
+def views_for(method, x: torch.Tensor) -> list[torch.Tensor]:
+    """Stand-in views: an 'augmented' view differs from the clean image."""
+    return [x + 0.3 * torch.randn_like(x) if kind == AUGMENTED else x for kind in method.views]
+
+
+@pytest.mark.parametrize("backbone", BACKBONES.names())
+@pytest.mark.parametrize("name", TRAINED)
+def test_one_training_step(name, backbone):
+    method = build(name, backbone)
+    optimizer = build_optimizer(method, method.optim, scaled_lr(method.optim, BATCH))
+    channels, size = _shape(backbone)
+    x = torch.randn(BATCH, channels, size, size)
+    before = [p.detach().clone() for p in method.optimized_parameters()]
+
+    method.train()
+    loss, logs = method.training_step(views_for(method, x), torch.arange(BATCH) % 10)
+    assert loss.ndim == 0 and math.isfinite(loss.item())
+    assert all(isinstance(v, float) for v in logs.values())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    method.on_step_end(0, 10)
+    assert any(not torch.equal(b, p.detach()) for b, p in zip(before, method.optimized_parameters()))
+
+    method.eval()
+    with torch.no_grad():
+        features = method.encode(x)
+        recon = method.reconstruct(x)
+    assert features.shape == (BATCH, method.backbone.num_features)
+    assert torch.isfinite(features).all()
+    if recon is not None:
+        assert recon.shape == x.shape and torch.isfinite(recon).all()
+    assert isinstance(method.variant, str)
+
+
+def test_registration_order():
+    assert methods.METHODS.names() == ["vae", "aasae", "aae", "simclr", "byol", "vicreg", "mae"]
+
+
+@pytest.mark.parametrize("name", methods.METHODS.names())
+def test_method_metadata(name):
+    cls = methods.get(name)
+    doc = sys.modules[cls.__module__].__doc__
+    assert doc and "arxiv.org/abs/" in doc
+    assert dataclasses.is_dataclass(cls.Config) and cls.Config.__dataclass_params__.frozen
+    fields = {f.name for f in dataclasses.fields(AugConfig)}
+    assert set(cls.native_aug) <= fields
+    assert cls.paradigm in {"autoencoding", "contrastive", "non-contrastive", "masked"}
+    assert cls.reference
+
+
+# ----------------------------------------------------------------------------- autoencoders
+def _spy_nll(monkeypatch, module):
+    calls = []
+    real = module.gaussian_nll
+
+    def spy(x_hat, target, log_scale=0.0):
+        calls.append((x_hat, target))
+        return real(x_hat, target, log_scale)
+
+    monkeypatch.setattr(module, "gaussian_nll", spy)
+    return calls
+
+
+def test_aasae_encodes_augmented_and_reconstructs_clean(monkeypatch):
+    import methods.aasae as aasae_mod
+    from methods.autoencoder import gaussian_nll
+    assert aasae_mod.AASAE.views == (AUGMENTED, CLEAN)
+    method = build("aasae", "resnet-tiny")
+    calls = _spy_nll(monkeypatch, aasae_mod)
+    seen = []
+    method.backbone.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
+    clean = torch.randn(BATCH, 1, 16, 16)
+    augmented = clean.flip(-1) + 1.0
+    torch.manual_seed(1)
+    loss, _ = method.training_step([augmented, clean], torch.zeros(BATCH, dtype=torch.long))
+    (x_hat, target), = calls
+    assert torch.equal(target, clean) and not torch.equal(target, augmented)
+    assert torch.equal(seen[0], augmented)
+    # kl_coeff = 0: the loss is exactly the Gaussian NLL of the clean image given z(augmented)
+    torch.manual_seed(1)
+    mu, logvar = method.head(method.backbone(augmented))
+    z = mu + (torch.exp(logvar / 2) + 1e-6) * torch.randn_like(mu)
+    expected = gaussian_nll(method.decoder(z), clean).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_vae_consumes_the_clean_image(monkeypatch):
+    import methods.vae as vae_mod
+    assert vae_mod.VAE.views == (CLEAN,)
+    method = build("vae", "resnet-tiny")
+    aug = Augment(AugConfig(), 16, 1, (0.5,), (0.25,))
+    xb = torch.randint(0, 256, (BATCH, 1, 16, 16), dtype=torch.uint8)
+    views = make_views(method, xb, aug)
+    assert len(views) == 1 and torch.equal(views[0], normalize(xb, (0.5,), (0.25,)))
+    calls = _spy_nll(monkeypatch, vae_mod)
+    method.training_step(views, torch.zeros(BATCH, dtype=torch.long))
+    assert torch.equal(calls[0][1], views[0])
+    assert method.cfg.kl_coeff == 1.0
+
+
+# ----------------------------------------------------------------------------- BYOL
+def test_byol_momentum_moves_the_target():
+    method = build("byol", "resnet-tiny")
+    optimizer = build_optimizer(method, method.optim, 0.1)
+    target_before = [p.detach().clone() for p in method.backbone_momentum.parameters()]
+    assert all(not p.requires_grad for p in method.backbone_momentum.parameters())
+    x = torch.randn(BATCH, 1, 16, 16)
+    loss, _ = method.training_step(views_for(method, x), torch.zeros(BATCH, dtype=torch.long))
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    method.on_step_end(0, 100)  # cosine schedule: momentum 0.99 at step 0
+    assert method.momentum == pytest.approx(0.99)
+    moved = 0
+    for old, new, online_p in zip(target_before, method.backbone_momentum.parameters(), method.backbone.parameters()):
+        assert torch.allclose(new, 0.99 * old + 0.01 * online_p.detach(), atol=1e-6)
+        moved += not torch.equal(old, new)
+    assert moved > 0
+    method.on_step_end(99, 100)
+    assert method.momentum == pytest.approx(1.0)
+
+
+# ----------------------------------------------------------------------------- AAE
+def test_aae_discriminator_has_its_own_optimizer_and_state_round_trips():
+    method = build("aae", "resnet-tiny")
+    disc = set(map(id, method.discriminator.parameters()))
+    assert not disc & set(map(id, method.optimized_parameters()))
+    d_before = [p.detach().clone() for p in method.discriminator.parameters()]
+    x = torch.randn(BATCH, 1, 16, 16)
+    loss, logs = method.training_step([x], torch.zeros(BATCH, dtype=torch.long))
+    assert {"recon", "adv_g", "adv_d"} <= set(logs)
+    assert any(not torch.equal(b, p) for b, p in zip(d_before, method.discriminator.parameters()))
+    loss.backward()  # the harness's backward must not need the discriminator's graph
+
+    buf = io.BytesIO()
+    torch.save(method.state_dict(), buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    fresh = build("aae", "resnet-tiny", seed=1)
+    fresh.load_state_dict(state)
+    saved, loaded = method.disc_opt.state_dict(), fresh.disc_opt.state_dict()
+    assert loaded["param_groups"] == saved["param_groups"]
+    assert saved["state"] and saved["state"].keys() == loaded["state"].keys()
+    for k, s in saved["state"].items():
+        for name, value in s.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(loaded["state"][k][name]))
+    for a, b in zip(method.discriminator.parameters(), fresh.discriminator.parameters()):
+        assert torch.equal(a, b)
+
+
+# ----------------------------------------------------------------------------- MAE
+def test_mae_vit_encodes_only_visible_tokens():
+    method = build("mae", "vit-tiny-p4")
+    assert method.variant == "mae"
+    shapes = []
+    method.backbone.net.blocks[0].register_forward_pre_hook(lambda mod, args: shapes.append(args[0].shape))
+    x = torch.randn(BATCH, 3, 16, 16)
+    method.training_step([x], torch.zeros(BATCH, dtype=torch.long))
+    # 16 patches, 75% dropped -> 4 visible + the CLS token
+    assert shapes[0] == (BATCH, 1 + 4, 192)
+
+
+def test_mae_cnn_variant_is_named():
+    method = build("mae", "resnet-tiny")
+    assert method.variant == "mae (masked-input reconstruction, CNN)"
+    assert method.patch == 2  # smallest divisor of 16 that is >= max(2, 16/8)
