@@ -135,6 +135,7 @@ def loss_curves(df: pd.DataFrame, order: Sequence[str]) -> bytes | None:
     wrap = min(4, len(labels))
     g = sns.relplot(data=long, x="step", y="loss", hue="run", col="label", col_order=labels, col_wrap=wrap,
                     kind="line", estimator=None, height=2.4, aspect=1.3,
+                    marker="o" if long.groupby("run")["step"].nunique().max() <= 30 else None, markersize=3,
                     facet_kws={"sharex": False, "sharey": False})
     g.set_titles("{col_name}")
     g.set_axis_labels("step", "training loss")

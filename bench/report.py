@@ -178,8 +178,10 @@ def metric_name(metric: str, protocols: dict[str, dict[str, Any]] | None = None)
                 prefix, base = rest[: -len(kind) - 1] + " → ", kind
                 break
     if base in ("knn_top1", "knn20_top1"):
-        k = p.get("k")
+        k, t = p.get("k"), p.get("temperature")
         name = f"kNN k={k}" if k is not None else ("kNN" if base == "knn_top1" else "kNN k=20")
+        if isinstance(t, (int, float)) and not isinstance(t, bool):
+            name += f" T={t:g}"
     elif base == "linear_top1":
         name = "linear"
     else:
@@ -645,7 +647,7 @@ def recon_html(rep: Report) -> str:
             p = Path(str(r["_dir"])) / "recon.png" if isinstance(r["_dir"], str) else None
             if p is not None and p.is_file():
                 parts.append(f"<figure data-method='{esc(r['method'])}'>{_img(p.read_bytes(), f'reconstructions of {label}', 'recon')}"
-                             f"<figcaption>{esc(label)} ({esc(r['variant'])}), seed {esc(r['seed'])}: "
+                             f"<figcaption>{esc(label)}{'' if r['variant'] == r['method'] else ' (' + esc(r['variant']) + ')'}, seed {esc(r['seed'])}: "
                              "test images (top row) over their reconstructions (bottom row)</figcaption></figure>")
                 break
         else:

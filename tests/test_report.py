@@ -179,8 +179,8 @@ def test_every_section_is_present(page):
                 "training", "reconstructions", "accuracy"):
         assert f"id='{sid}'" in html, sid
     # one column per evaluation, transfer included, with readable names
-    for name in ("kNN k=200", "kNN k=20", "linear", "linear 1% labels", "linear 10% labels", "stl10 → kNN k=200",
-                 "stl10 → linear"):
+    for name in ("kNN k=200 T=0.1", "kNN k=20 T=0.07", "linear", "linear 1% labels", "linear 10% labels",
+                 "stl10 → kNN k=200 T=0.1", "stl10 → linear"):
         assert f"<th>{report.esc(name)}</th>" in html, name
     # a ranked table per evaluation
     assert html.count("class='ranking'") == 7
