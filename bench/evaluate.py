@@ -75,15 +75,29 @@ def evaluate_set(encode, es: EvalSet, cfg: EvalConfig, mean, std, device, seed: 
     protocols[f"{prefix}linear_top1"] = {**common, "eval": "linear probe", **res.protocol()}
     if with_label_fractions:
         for frac in cfg.label_fractions:
-            idx = ds.balanced_subset(es.train.labels, frac, seed=seed).to(device)
+            idx = label_subset(es.train.labels, frac, seed).to(device)
             key = f"{prefix}linear_{_pct(frac)}_top1"
             sub = linear_probe(ftr[idx], ytr[idx], fte, yte, k, grid=grid,
                                val_fraction=cfg.probe_val_fraction, seed=seed)
             metrics[key] = sub.top1
             protocols[key] = {**common, "eval": f"linear probe on {frac:.0%} of train labels",
-                              "label_subset": f"class-balanced, seed {seed}", **sub.protocol()}
+                              "label_subset": f"class-balanced, >= {MIN_PER_CLASS} per class, seed {seed}",
+                              **sub.protocol()}
     digests = {f"{es.name}/train": features_digest(ftr), f"{es.name}/test": features_digest(fte)}
     return metrics, protocols, {"digests": digests, "test_features": fte}
+
+
+MIN_PER_CLASS = 2  # the probe's held-out split needs one label per class on each side
+
+
+def label_subset(labels: torch.Tensor, frac: float, seed: int) -> torch.Tensor:
+    """Fixed class-balanced `frac` of the train labels (seeded); at least MIN_PER_CLASS per
+    class, so that tiny datasets (1% of digits is 1.4 images per class) still get a held-out
+    split for choosing the L2 strength from train labels only."""
+    idx = ds.balanced_subset(labels, frac, seed=seed)
+    if int(torch.bincount(labels[idx]).min()) < MIN_PER_CLASS:
+        idx = ds.balanced_subset(labels, MIN_PER_CLASS, seed=seed)
+    return idx
 
 
 def _pct(frac: float) -> str:
