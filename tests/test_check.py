@@ -30,6 +30,17 @@ if SUITE not in suites.SUITES:
 SETS = {"train": {"epochs": "1"}}  # differs from the suite's 3: the reference must carry it
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """The tiny runs are latency-bound: one thread keeps them fast on a loaded 2-core machine
+    (OpenMP threads waiting on each other made the probe ~50x slower there). Restored after."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def suite() -> suites.Suite:
     return suites.SUITES.get(SUITE)
