@@ -1,0 +1,268 @@
+"""Linear probe: multinomial logistic regression on frozen features, solved with full-batch L-BFGS.
+
+Protocol (after ssl-transfer's ``linear.py``): standardize with the TRAIN mean/std, choose the L2
+strength on a seeded, class-stratified held-out part of TRAIN, refit on all of TRAIN with it and
+score the test split once. Our ``l2`` penalizes the MEAN cross-entropy:
+``mean CE + l2/2 * ||W||^2`` (bias unpenalized), which is scikit-learn's ``LogisticRegression(C)``
+with ``l2 = 1 / (C * n_samples)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+# ssl-transfer searches torch.logspace(-6, 5, 45) (quarter-decade steps); we keep the same endpoints
+# and every other point (half-decade steps, 23 values) to halve the search cost. Note the units
+# differ: ssl-transfer's values are sklearn's 1/C, a penalty on the SUM of losses, while ours
+# penalizes the MEAN, so their wd corresponds to our l2 = wd / n_train.
+DEFAULT_GRID: tuple[float, ...] = tuple(float(v) for v in np.logspace(-6, 5, 23))
+
+# Same stopping rule as sklearn's lbfgs (gtol=tol=1e-4 on the max |gradient| of the mean objective).
+DEFAULT_TOL = 1e-4
+_HISTORY = 50  # L-BFGS memory pairs; carried along the grid, 50 vs 10 pairs about halve evaluations
+
+
+@dataclass
+class ProbeResult:
+    """Outcome of :func:`linear_probe`; ``n_val`` rows are part of the ``n_train`` rows."""
+
+    top1: float
+    l2: float
+    val_top1: dict[float, float]
+    n_train: int
+    n_val: int
+    n_test: int
+    seed: int = 0
+    val_fraction: float = 0.2
+    max_iter: int = 200
+    tol: float = DEFAULT_TOL
+    grid: tuple[float, ...] = field(default=())
+
+    def protocol(self) -> dict:
+        """JSON-serializable description of how ``top1`` was obtained."""
+        grid = list(self.grid) or list(self.val_top1)
+        return {
+            "classifier": "multinomial logistic regression, L2 penalty on weights (bias unpenalized)",
+            "objective": "mean cross-entropy + l2/2 * ||W||^2",
+            "solver": "torch.optim.LBFGS full batch, line_search_fn=strong_wolfe, float32 "
+            "(loss summed in float64)",
+            "path": "grid solved from largest to smallest l2, each warm-started from the previous "
+            "solution with the L-BFGS memory carried over",
+            "history_size": _HISTORY,
+            "max_iter": self.max_iter,
+            "tol": self.tol,
+            "standardization": "per-feature mean/std of the train split, applied to test",
+            "selection": "held-out accuracy on a class-stratified part of train; ties -> larger l2; "
+            "then refit on all of train and score test once",
+            "val_fraction": self.val_fraction,
+            "seed": self.seed,
+            "l2_grid": grid,
+            "val_top1": [self.val_top1.get(v) for v in grid],
+            "l2": self.l2,
+            "sklearn_C": 1.0 / (self.l2 * self.n_train) if self.l2 > 0 else None,
+            "n_train": self.n_train,
+            "n_val": self.n_val,
+            "n_test": self.n_test,
+            "top1": self.top1,
+        }
+
+
+def _standardizer(x: Tensor) -> tuple[Tensor, Tensor]:
+    mean = x.mean(0)
+    std = x.std(0, unbiased=False)
+    # Constant features carry no signal; dividing by 1 keeps them at 0 instead of NaN.
+    return mean, torch.where(std > 1e-8, std, torch.ones_like(std))
+
+
+class _LogRegPath:
+    """Solves ``mean CE + l2/2 ||W||^2`` for a sequence of l2 values on fixed data, one L-BFGS
+    optimizer throughout: its curvature memory carries over from one l2 to the next."""
+
+    def __init__(self, x: Tensor, y: Tensor, num_classes: int, max_iter: int, tol: float,
+                 init: tuple[Tensor, Tensor] | None = None) -> None:
+        self.x = x.float()
+        self.n, d = self.x.shape
+        self.xt = self.x.T.contiguous()
+        # Class-major layout (K, N): (K,D)@(D,N) and (K,N)@(N,D) are several times faster on CPU
+        # than the (N,K) layout with only K=10 output columns.
+        self.onehot = F.one_hot(y.to(self.x.device, torch.long), num_classes).T.float().contiguous()
+        if init is None:
+            self.wt = torch.zeros(num_classes, d, device=self.x.device)
+            # Intercepts at the log class frequencies: the exact optimum when W = 0, so strongly
+            # regularized fits start converged in b (unpenalized, hence badly scaled against W).
+            counts = self.onehot.sum(1)
+            self.b = counts.clamp_min(0.5).div(self.n).log()
+        else:
+            self.wt = init[0].T.to(self.x).contiguous().clone()
+            self.b = init[1].to(self.x).clone()
+        self.opt = torch.optim.LBFGS(
+            [self.wt, self.b], lr=1.0, max_iter=max_iter, tolerance_grad=tol, tolerance_change=1e-9,
+            history_size=_HISTORY, line_search_fn="strong_wolfe",
+        )
+        self.l2: float | None = None
+
+    @torch.no_grad()
+    def _closure(self) -> Tensor:
+        # Analytic gradient: no autograd graph, the closure runs a few hundred times per search.
+        wt, l2 = self.wt, self.l2
+        logp = torch.addmm(self.b[:, None], wt, self.xt).log_softmax(0)
+        # Loss summed in float64: the line search compares losses, and a float32 mean CE (ulp ~2e-7)
+        # hides the last decreases, so near tol the search stalls with the gradient still too big.
+        ce = -(logp * self.onehot).sum(dtype=torch.float64) / self.n
+        loss = ce + 0.5 * l2 * wt.pow(2).sum(dtype=torch.float64)
+        resid = logp.exp_().sub_(self.onehot)  # softmax - onehot
+        wt.grad = torch.addmm(wt, resid, self.x, beta=l2, alpha=1.0 / self.n)
+        self.b.grad = resid.sum(1).div_(self.n)
+        return loss
+
+    def _shift_memory(self, delta: float) -> None:
+        """Turn the L-BFGS memory of the previous l2 into that of ``previous + delta``: the objectives
+        differ by ``delta/2 ||W||^2``, so every stored gradient moves by ``delta * W`` and every
+        gradient difference by ``delta * s`` (exactly). The first step for the new l2 is then a
+        quasi-Newton predictor along the solution path instead of a restart. Relies on LBFGS's
+        state layout; where that is absent the optimizer restarts from the current point. A stale
+        pair (LBFGS can stop before stepping) costs iterations only: the line search still checks."""
+        st = self.opt.state[self.wt]
+        if any(st.get(k) is None for k in ("d", "t", "old_dirs", "old_stps", "prev_flat_grad")):
+            st.clear()
+            return
+        nw = self.wt.numel()  # flat layout: W (row-major) then b; only W is penalized
+        prev_w = self.wt.reshape(-1) - st["t"] * st["d"][:nw]  # where prev_flat_grad was taken
+        st["prev_flat_grad"][:nw].add_(prev_w, alpha=delta)
+        pairs = []
+        for y, s_ in zip(st["old_dirs"], st["old_stps"]):
+            y[:nw].add_(s_[:nw], alpha=delta)
+            ys = float(y.dot(s_))
+            if ys > 1e-10:  # the same curvature test LBFGS applies to new pairs
+                pairs.append((y, s_, 1.0 / ys))
+        st["old_dirs"] = [p[0] for p in pairs]
+        st["old_stps"] = [p[1] for p in pairs]
+        st["ro"] = [p[2] for p in pairs]
+        # LBFGS adds the pair (new grad - shifted prev grad, last step) itself on its first iteration.
+        st["H_diag"] = 1.0 / (pairs[-1][2] * float(pairs[-1][0].dot(pairs[-1][0]))) if pairs else 1.0
+
+    def solve(self, l2: float) -> tuple[Tensor, Tensor]:
+        """Minimize for ``l2`` starting from the current solution; returns copies ``(W (D,K), b)``."""
+        if l2 < 0:
+            raise ValueError(f"l2 must be >= 0, got {l2}")
+        if self.l2 is not None and l2 != self.l2:
+            self._shift_memory(l2 - self.l2)
+        self.l2 = float(l2)
+        self.opt.step(self._closure)
+        return self.wt.T.clone(), self.b.clone()
+
+
+def fit_logreg(
+    x: Tensor,
+    y: Tensor,
+    num_classes: int,
+    l2: float,
+    max_iter: int = 200,
+    init: tuple[Tensor, Tensor] | None = None,
+    tol: float = DEFAULT_TOL,
+) -> tuple[Tensor, Tensor]:
+    """Minimize ``mean CE(x @ W + b, y) + l2/2 * ||W||^2``; returns ``(W (D, K), b (K,))``.
+
+    ``x`` is used as given (no standardization). ``init`` warm-starts from a previous solution.
+    """
+    return _LogRegPath(x, y, num_classes, max_iter, tol, init).solve(l2)
+
+
+def _top1(w: Tensor, b: Tensor, x: Tensor, y: Tensor) -> float:
+    correct = ((x.float() @ w + b).argmax(1) == y.to(x.device)).sum().item()
+    return 100.0 * correct / len(y)
+
+
+def stratified_split(y: Tensor, val_fraction: float = 0.2, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Sorted ``(fit_idx, val_idx)`` with ``round(val_fraction * n_c)`` held out per class
+    (at least one row of each class stays in fit); deterministic per seed."""
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    labels = y.detach().cpu().numpy()
+    rng = np.random.default_rng(seed)
+    val = []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        val.append(idx[: min(int(round(val_fraction * len(idx))), len(idx) - 1)])
+    val_idx = np.sort(np.concatenate(val))
+    if len(val_idx) == 0:
+        raise ValueError("held-out split is empty: too few train samples per class")
+    fit_mask = np.ones(len(labels), dtype=bool)
+    fit_mask[val_idx] = False
+    fit_idx = np.flatnonzero(fit_mask)
+    return torch.as_tensor(fit_idx, device=y.device), torch.as_tensor(val_idx, device=y.device)
+
+
+def _select(
+    train_x: Tensor, train_y: Tensor, num_classes: int, grid: Sequence[float],
+    val_fraction: float, seed: int, max_iter: int, tol: float,
+) -> tuple[float, dict[float, float], tuple[Tensor, Tensor], int]:
+    """Grid search on a held-out part of train; also returns the chosen model (a warm start)."""
+    if not grid:
+        raise ValueError("l2 grid is empty")
+    train_y = train_y.to(train_x.device)
+    fit_idx, val_idx = stratified_split(train_y, val_fraction, seed)
+    x_fit, y_fit, y_val = train_x[fit_idx].float(), train_y[fit_idx], train_y[val_idx]
+    mean, std = _standardizer(x_fit)  # stats of the fit part only: the held-out part stays unseen
+    x_fit = (x_fit - mean) / std
+    x_val = (train_x[val_idx].float() - mean) / std
+    scores: dict[float, float] = {}
+    models: dict[float, tuple[Tensor, Tensor]] = {}
+    # Strongest penalty first: its solution is ~0 (W) and log-priors (b), where the solver starts;
+    # each next value starts from the previous solution with the curvature memory carried over.
+    solver = _LogRegPath(x_fit, y_fit, num_classes, max_iter, tol)
+    for l2 in sorted({float(v) for v in grid}, reverse=True):
+        models[l2] = solver.solve(l2)
+        scores[l2] = _top1(*models[l2], x_val, y_val)
+    best = max(scores, key=lambda v: (scores[v], v))  # ties -> larger l2 (simpler model)
+    return best, {float(v): scores[float(v)] for v in grid}, models[best], len(val_idx)
+
+
+def select_l2(
+    train_x: Tensor, train_y: Tensor, num_classes: int, grid: Sequence[float] = DEFAULT_GRID,
+    val_fraction: float = 0.2, seed: int = 0, max_iter: int = 200, tol: float = DEFAULT_TOL,
+) -> tuple[float, dict[float, float]]:
+    """Choose l2 from ``grid`` by held-out accuracy on TRAIN only; returns (l2, {l2: val top1 %})."""
+    best, scores, _, _ = _select(train_x, train_y, num_classes, grid, val_fraction, seed, max_iter, tol)
+    return best, scores
+
+
+def linear_probe(
+    train_x: Tensor,
+    train_y: Tensor,
+    test_x: Tensor,
+    test_y: Tensor,
+    num_classes: int,
+    grid: Sequence[float] = DEFAULT_GRID,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    max_iter: int = 200,
+    tol: float = DEFAULT_TOL,
+) -> ProbeResult:
+    """Select l2 on train, refit on all of train, report test top-1 (percent). Device of train_x."""
+    if train_x.ndim != 2 or test_x.ndim != 2 or train_x.shape[1] != test_x.shape[1]:
+        raise ValueError(f"features must be (N, D) with equal D, got {tuple(train_x.shape)} "
+                         f"and {tuple(test_x.shape)}")
+    if len(train_x) != len(train_y) or len(test_x) != len(test_y):
+        raise ValueError("features and labels differ in length")
+    if len(test_x) == 0:
+        raise ValueError("test split is empty")
+    # Selection sees train only; test enters below, after l2 is fixed.
+    l2, val_top1, init, n_val = _select(train_x, train_y, num_classes, grid, val_fraction, seed,
+                                        max_iter, tol)
+    x = train_x.float()
+    mean, std = _standardizer(x)
+    w, b = fit_logreg((x - mean) / std, train_y, num_classes, l2, max_iter, init, tol)
+    test_x = (test_x.to(x.device).float() - mean) / std
+    top1 = _top1(w, b, test_x, test_y)
+    return ProbeResult(
+        top1=top1, l2=l2, val_top1=val_top1, n_train=len(train_x), n_val=n_val, n_test=len(test_x),
+        seed=seed, val_fraction=val_fraction, max_iter=max_iter, tol=tol,
+        grid=tuple(float(v) for v in grid),
+    )
