@@ -50,8 +50,9 @@ def features_digest(feats: torch.Tensor) -> str:
     return hashlib.sha256(feats.detach().cpu().numpy().astype(np.float32).tobytes()).hexdigest()[:16]
 
 
-def probe_grid(points: int) -> tuple[float, ...]:
-    return tuple(float(v) for v in np.logspace(-6, 5, points))
+def probe_grid(points: int, lo: float = -7.0, hi: float = 2.0) -> tuple[float, ...]:
+    """The probe's L2 grid: `points` values log-spaced from 10**lo to 10**hi."""
+    return tuple(float(v) for v in np.logspace(lo, hi, points))
 
 
 def evaluate_set(encode, es: EvalSet, cfg: EvalConfig, mean, std, device, seed: int,
@@ -69,7 +70,7 @@ def evaluate_set(encode, es: EvalSet, cfg: EvalConfig, mean, std, device, seed: 
         metrics[key] = knn_top1(ftr, ytr, fte, yte, k, k=kk, temperature=t)
         protocols[key] = {**common, "eval": "kNN", "k": kk, "temperature": t, "similarity": "cosine",
                           "vote": "weighted exp(sim/T)", "bank": "un-augmented train features"}
-    grid = probe_grid(cfg.probe_grid_points)
+    grid = probe_grid(cfg.probe_grid_points, cfg.probe_grid_min, cfg.probe_grid_max)
     res = linear_probe(ftr, ytr, fte, yte, k, grid=grid, val_fraction=cfg.probe_val_fraction, seed=seed)
     metrics[f"{prefix}linear_top1"] = res.top1
     protocols[f"{prefix}linear_top1"] = {**common, "eval": "linear probe", **res.protocol()}

@@ -34,7 +34,11 @@ class EvalConfig:
     knn_k_small: int = 20          # second reported setting
     knn_t_small: float = 0.07
     probe_val_fraction: float = 0.2  # held-out part of TRAIN used to choose the L2 strength
-    probe_grid_points: int = 23      # log grid 1e-6..1e5
+    # L2 strength on the MEAN cross-entropy of standardized features: a log grid 1e-7..1e2
+    # in half decades (ssl-transfer's logspace(-6,5) is 1/C on the summed loss, i.e. /n here)
+    probe_grid_min: float = -7.0
+    probe_grid_max: float = 2.0
+    probe_grid_points: int = 19
     label_fractions: tuple[float, ...] = (0.01, 0.1)
     transfer: tuple[str, ...] = ()   # target datasets, resized to the suite's image size
     transfer_train_subset: int = 0
