@@ -110,7 +110,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench import config, report, runner, suites
+    from bench import config, distributed, report, runner, suites
     suite = suites.SUITES.get(args.suite)
     sets = config.parse_sets(args.sets)
     if args.epochs:
@@ -121,10 +121,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         for n in names:
             methods.get(n)
     specs = suites.expand(suite, names, args.seeds, args.aug)
+    if args.shard:
+        index, count = distributed.parse_shard(args.shard)
+        total, specs = len(specs), distributed.shard(specs, index, count)
+        print(f"shard {index}/{count}: {len(specs)} of the suite's {total} runs", file=sys.stderr)
+        if not specs:
+            return 0
     out = args.out or Path("results") / suite.name
-    opts = runner.Options(out=out, data_dir=args.data_dir, device=args.device, sets=sets,
-                          download=not args.no_download)
-    results = runner.run_suite(suite, specs, opts)
+    world = distributed.setup(args.device)  # torchrun: join the process group (RANK/WORLD_SIZE set)
+    try:
+        if world.world_size > 1 and world.rank == 0:
+            tc = runner.resolve_scope(suite, "train", sets.get("train", {}))
+            print(f"torchrun: {world.world_size} processes ({world.backend}); global batch = {tc.batch_size} per process "
+                  f"x {world.world_size} = {tc.batch_size * world.world_size}; sync_bn={tc.sync_bn}",
+                  file=sys.stderr, flush=True)
+        opts = runner.Options(out=out, data_dir=args.data_dir, device=args.device, sets=sets,
+                              download=not args.no_download, world_size=world.world_size, rank=world.rank)
+        results = runner.run_suite(suite, specs, opts)
+    finally:
+        distributed.teardown()
+    if world.rank != 0:  # rank 0 writes everything
+        return 0
     html = report.write_report(out)
     print(report.terminal_table(out))
     print(f"\nleaderboard: {html}")

@@ -9,6 +9,7 @@ import dataclasses
 import sys
 import time
 import traceback
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from bench.augment import Augment, AugConfig
 from bench.backbones import BACKBONES
 from bench.errors import UserError
 from bench.evaluate import EvalSet, evaluate
-from bench import store
+from bench import distributed, store
 from bench.suites import RunSpec, Suite
 from bench.train import CHECKPOINT, TrainOutcome, save_checkpoint, train
 from methods.base import DataInfo, Method
@@ -219,41 +220,121 @@ def save_reconstructions(method: Method, data: SuiteData, run_dir: Path, device:
 
 
 def run_suite(suite: Suite, specs: list[RunSpec], opts: Options) -> list[dict[str, Any]]:
-    """Run every spec not yet complete; returns the result records (also the skipped ones)."""
+    """Run every spec not yet complete; returns the result records (also the skipped ones).
+
+    A run another process is training (its lock is held) is put off to the end and waited for,
+    so neither process trains it twice and both end with its result. Under torchrun rank 0
+    takes every decision (and the locks) and broadcasts it; the other ranks follow.
+    """
     device = pick_device(opts.device)
     check_sets(suite, opts.sets)
+    _check_before_work(suite, specs, opts)
     store.ensure_writable(opts.out)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
-    data = SuiteData(suite, opts, device)  # a missing dataset stops here, before any training
-    results = []
+    # the data follows --set train.train_subset / eval.*_subset (they are part of every run's spec)
+    sized = replace(suite, train=resolve_scope(suite, "train", opts.sets.get("train", {})),
+                    eval=resolve_scope(suite, "eval", opts.sets.get("eval", {})))
+    data = SuiteData(sized, opts, device)  # a missing dataset stops here, before any training
+    results, waiting = [], []
     for i, spec in enumerate(specs, 1):
-        resolved = resolve(suite, spec, opts.sets)
-        run_dir = opts.out / "runs" / store.run_id(spec.method, spec.seed, resolved)
-        existing = store.read_result(run_dir)
-        if existing is not None and existing["status"] == "ok":
-            _say(opts, f"[{i}/{len(specs)}] {run_dir.name}: complete, skipped")
-            results.append(existing)
-            continue
-        with store.run_lock(run_dir) as locked:
-            if not locked:
-                _say(opts, f"[{i}/{len(specs)}] {run_dir.name}: locked by another process, skipped")
-                continue
-            existing = store.read_result(run_dir)  # another process may have finished it meanwhile
-            if existing is not None and existing["status"] == "ok":
-                results.append(existing)
-                continue
-            if existing is not None:  # keep the failed attempt's record; never overwrite silently
-                _keep_previous(run_dir)
-            _say(opts, f"[{i}/{len(specs)}] {run_dir.name}: training {spec.method} (seed {spec.seed}) on {device_name(device)}")
-            result = _execute_guarded(suite, spec, resolved, run_dir, data, device, opts)
-            if opts.rank == 0:
-                result.update(store.environment())
-                store.write_json(run_dir / store.RESULT, result)
-                msg = _summary(result)
-                _say(opts, f"[{i}/{len(specs)}] {run_dir.name}: {msg}")
+        result, seen = _attempt(suite, spec, f"[{i}/{len(specs)}]", data, device, opts, _FIRST)
+        if result is _BUSY:
+            waiting.append((i, spec, seen))
+        elif result is not None:
             results.append(result)
+    while waiting:  # runs other processes were training when we reached them
+        time.sleep(LOCK_POLL_S)
+        still = []
+        for i, spec, seen in waiting:
+            result, _ = _attempt(suite, spec, f"[{i}/{len(specs)}]", data, device, opts, seen)
+            if result is _BUSY:
+                still.append((i, spec, seen))
+            elif result is not None:
+                results.append(result)
+        waiting = still
     return results
+
+
+LOCK_POLL_S = 2.0
+_BUSY = object()   # marker: another process holds the run's lock
+_FIRST = object()  # marker: first look at a run (nothing seen before)
+
+
+def _check_before_work(suite: Suite, specs: list[RunSpec], opts: Options) -> None:
+    """Mistakes that would otherwise surface mid-suite: fail before loading data or training."""
+    BACKBONES.get(suite.backbone)
+    ds.info(suite.dataset)
+    train_cfg = resolve_scope(suite, "train", opts.sets.get("train", {}))
+    if train_cfg.epochs < 1 or train_cfg.batch_size < 1:
+        raise UserError(f"train.epochs and train.batch_size must be >= 1 (got {train_cfg.epochs}, "
+                        f"{train_cfg.batch_size})")
+    for path in sorted(Path(opts.out).glob("runs/*/" + store.RESULT)):  # incompatible results: refuse, untouched
+        store.read_result(path.parent)
+
+
+def _stamp(run_dir: Path) -> tuple[int, int] | None:
+    """Identity of the current result.json (atomic replace gives it a new inode)."""
+    try:
+        st = (run_dir / store.RESULT).stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def _decide(run_dir: Path, locks: ExitStack, seen: Any) -> tuple[str, Any]:
+    """Rank 0: ("done", result) | ("busy", stamp) | ("train", previous result or None).
+
+    A result that is ok, or that appeared since `seen` (another process just finished the run,
+    even if it failed), is taken as it is: a run is never trained twice concurrently.
+    """
+    if seen is _FIRST:
+        seen = _stamp(run_dir)
+    existing = store.read_result(run_dir)
+    if existing is not None and (existing["status"] == "ok" or _stamp(run_dir) != seen):
+        return "done", existing
+    if not locks.enter_context(store.run_lock(run_dir)):
+        return "busy", seen
+    existing = store.read_result(run_dir)  # another process may have finished it meanwhile
+    if existing is not None and (existing["status"] == "ok" or _stamp(run_dir) != seen):
+        return "done", existing
+    return "train", existing
+
+
+def _attempt(suite, spec, tag, data, device, opts, seen) -> tuple[Any, Any]:
+    """Skip, put off, or train one run. Returns (result | _BUSY | None, stamp)."""
+    resolved = resolve(suite, spec, opts.sets)
+    run_dir = opts.out / "runs" / store.run_id(spec.method, spec.seed, resolved)
+    with ExitStack() as locks:
+        decision, payload, error = ("train", None, None)
+        if opts.rank == 0:
+            try:
+                decision, payload = _decide(run_dir, locks, seen)
+            except UserError as e:
+                error = str(e)
+        decision, error = distributed.broadcast((decision, error))
+        if error is not None:
+            raise UserError(error)
+        if decision == "busy":
+            if seen is _FIRST:
+                _say(opts, f"{tag} {run_dir.name}: another process is training it; will wait for its result")
+            return _BUSY, payload
+        if decision == "done":
+            if opts.rank == 0:
+                _say(opts, f"{tag} {run_dir.name}: " + ("complete, skipped" if seen is _FIRST
+                                                         else f"finished by another process ({payload['status']})"))
+            return payload, None
+        if opts.rank == 0 and payload is not None:  # keep the failed attempt's record; never overwrite silently
+            _keep_previous(run_dir)
+        _say(opts, f"{tag} {run_dir.name}: training {spec.method} (seed {spec.seed}) on {device_name(device)}"
+                   + (f" x {opts.world_size} processes" if opts.world_size > 1 else ""))
+        result = _execute_guarded(suite, spec, resolved, run_dir, data, device, opts)
+        if opts.rank == 0:
+            result.update(store.environment())
+            store.write_json(run_dir / store.RESULT, result)
+            _say(opts, f"{tag} {run_dir.name}: {_summary(result)}")
+        distributed.barrier()  # the other ranks wait while rank 0 evaluates and writes
+        return result, None
 
 
 def _execute_guarded(suite, spec, resolved, run_dir, data, device, opts) -> dict[str, Any]:
@@ -265,11 +346,15 @@ def _execute_guarded(suite, spec, resolved, run_dir, data, device, opts) -> dict
         if device.type == "cuda":
             torch.cuda.empty_cache()
         reason = f"{type(e).__name__}: {e}".splitlines()[0][:500]
-        if isinstance(e, torch.OutOfMemoryError):
+        if isinstance(e, (torch.OutOfMemoryError, MemoryError)):
             reason = "out of memory: " + reason
+        step = getattr(e, "bench_step", None)
+        if step is not None:
+            reason += f" (at training step {step})"
         return {"schema_version": store.SCHEMA_VERSION, "run_id": run_dir.name, "spec_hash": store.spec_hash(resolved),
                 "spec": dataclasses.asdict(spec), "config": resolved, "variant": spec.method, "status": "failed",
-                "reason": reason, "traceback": traceback.format_exc()[-4000:]}
+                "reason": reason, "train": {"status": "failed", "step": step},
+                "traceback": traceback.format_exc()[-4000:]}
 
 
 def _keep_previous(run_dir: Path) -> None:

@@ -9,6 +9,7 @@ replays exactly what the uninterrupted run would have done (bit-exact on CPU).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
@@ -167,11 +168,13 @@ def train(method: Method, images: torch.Tensor, labels: torch.Tensor, aug: Augme
     views_per_step = global_batch * len(method.views)
     bar = tqdm(total=total_steps, initial=step, desc=run_dir.name, unit="step", disable=not is_main or None,
                dynamic_ncols=True, leave=False, file=sys.stderr)
-    log_file = open(log_path, "w", newline="") if is_main else None
-    writer = None
+    log_file = _reopen_log(log_path, log_rows) if is_main else None
+    writer = csv.DictWriter(log_file, fieldnames=list(log_rows[0]), extrasaction="ignore") if log_rows else None
+    scope = contextlib.ExitStack()
     try:
-        for row in log_rows:
-            writer = _write_row(log_file, writer, row)
+        if world_size > 1:  # each rank: its slice of the global batch's augmentation draws
+            from bench.distributed import global_batch_augmentation
+            scope.enter_context(global_batch_augmentation(aug, world_size, rank))
         for epoch in range(start_epoch, cfg.epochs):
             torch.manual_seed(epoch_seed(seed, epoch))  # augmentation draws
             gen = torch.Generator().manual_seed(epoch_seed(seed, epoch))
@@ -189,7 +192,7 @@ def train(method: Method, images: torch.Tensor, labels: torch.Tensor, aug: Augme
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                     views = make_views(method, xb, aug)
                     loss, logs = _step(model, views, yb)
-                loss_value = loss.item()
+                loss_value = _global_mean(loss, world_size).item()  # every rank sees the same value
                 if not math.isfinite(loss_value):
                     out.status = "diverged"
                     out.reason = f"non-finite loss ({loss_value}) at step {step} (epoch {epoch})"
@@ -222,7 +225,11 @@ def train(method: Method, images: torch.Tensor, labels: torch.Tensor, aug: Augme
                 on_epoch_end(epoch + 1)
         out.epochs_done = cfg.epochs
         return _finish(out, elapsed, step, views_per_step, device)
+    except Exception as e:  # the runner stores where a failed run stopped
+        e.bench_step = step
+        raise
     finally:
+        scope.close()
         bar.close()
         if log_file is not None:
             log_file.close()
@@ -253,8 +260,37 @@ def _write_row(f, writer, row: dict):
 
 
 def _read_log(path: Path, max_step: int) -> list[dict]:
-    """Rows of an interrupted run's log up to its checkpoint (later rows are replayed)."""
+    """Rows of an interrupted run's log up to its checkpoint (later rows are replayed).
+
+    Steps are 1, 2, 3, ...: reading stops at the first row that breaks that sequence or is
+    incomplete (a kill can leave a half-written last line whose step reads as a smaller number).
+    """
     if not path.exists() or max_step == 0:
         return []
+    rows = []
     with open(path, newline="") as f:
-        return [r for r in csv.DictReader(f) if r.get("step") and int(r["step"]) <= max_step]
+        for r in csv.DictReader(f):
+            if len(rows) >= max_step or None in r.values() or None in r or r.get("step") != str(len(rows) + 1):
+                break
+            rows.append(r)
+    return rows
+
+
+def _reopen_log(path: Path, rows: list[dict]):
+    """Atomically replace the log by the rows kept at resume, then append to it: a second kill
+    during the rewrite leaves the previous log intact, never a truncated one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", newline="") as f:
+        if rows:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    os.replace(tmp, path)
+    return open(path, "a", newline="")
+
+
+def _global_mean(loss: torch.Tensor, world_size: int) -> torch.Tensor:
+    if world_size == 1:
+        return loss.detach()
+    from bench.distributed import mean_over_ranks
+    return mean_over_ranks(loss.detach().float())
