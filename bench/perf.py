@@ -64,6 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--aug-impl", default="fused", choices=["fused", "kornia"],
                    help="augmentation implementation used by the harness (default fused)")
     p.add_argument("--no-eval", action="store_true", help="skip the linear probe and kNN timings")
+    p.add_argument("--no-loops", action="store_true", help="skip (a)/(b)/(c) (e.g. to time only the evaluation)")
     p.add_argument("--eval-n", type=int, default=0, help="cap train and test samples for probe/kNN (0 = the suite's)")
     p.add_argument("--sklearn-repeats", type=int, default=1,
                    help="repeats of the (slow) scikit-learn search; 0 skips it (default 1)")
@@ -124,7 +125,7 @@ def load_setup(args: argparse.Namespace, suite, device: torch.device, need: int)
     full = FULL_TRAIN_SIZES.get(suite.dataset, 50_000)
     if args.synthetic:
         g = torch.Generator().manual_seed(0)
-        n = max(need, 1)
+        n = max(need, 8192)  # enough that the plain loop's DataLoader epochs are not tiny
         images = torch.randint(0, 256, (n, dinfo.channels, size, size), dtype=torch.uint8, generator=g)
         labels = torch.randint(0, dinfo.num_classes, (n,), generator=g)
         n_eval = args.eval_n or 10_000
@@ -156,7 +157,7 @@ def build(suite, method: str, info, device: torch.device, seed: int = 0):
     """The method model, its resolved config, train/optim configs and the suite's augmentation,
     built exactly as `bench run` builds them."""
     import methods
-    from bench.augment import AugConfig, Augment
+    from bench.augment import AugConfig
     from bench.runner import build_method, resolve
     from bench.suites import RunSpec, TrainConfig
     resolved = resolve(suite, RunSpec(suite.name, method, seed), {})
@@ -182,6 +183,19 @@ def _load() -> str:
         return "load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())
     except OSError:
         return "load average n/a"
+
+
+def _proc_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) used so far by other processes (DataLoader workers), Linux only."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
 
 
 def _median(xs: list[float]) -> float:
@@ -214,7 +228,7 @@ class Bare:
     def run(self, steps: int) -> float:
         """views/s over `steps` steps."""
         _sync(self.device)
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         for i in range(steps):
             views, yb = self.batches[i % len(self.batches)]
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
@@ -225,6 +239,7 @@ class Bare:
             self.model.on_step_end(self.step, 10 ** 6)
             self.step += 1
         _sync(self.device)
+        self.cpu_ms_per_view = 1e3 * (time.process_time() - c0) / (steps * self.views_per_step)
         return steps * self.views_per_step / (time.perf_counter() - t0)
 
 
@@ -254,15 +269,17 @@ class Harness:
             self.calls += 1
             err = io.StringIO()  # the loop's progress bar / epoch line: not part of the report
             _sync(self.s.device)
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             with contextlib.redirect_stderr(err):
                 out = train(self.model, images, labels, self.aug, self.cfg, self.optim, run_dir,
                             self.s.device, seed=self.calls, spec_hash="perf")
             _sync(self.s.device)
             dt = time.perf_counter() - t0
+            cpu = time.process_time() - c0
         if out.status != "ok":
             raise RuntimeError(f"harness run {out.status}: {out.reason}")
         self.last_internal = out.views_per_s
+        self.cpu_ms_per_view = 1e3 * cpu / max(1, out.step * self.views_per_step)
         return out.step * self.views_per_step / dt
 
 
@@ -323,8 +340,7 @@ class Plain:
         self.opt = build_optimizer(self.model, optim, scaled_lr(optim, batch))
         self.device = s.device
         self.amp = train_cfg.amp and s.device.type == "cuda"
-        n = min(s.images.shape[0], max(batch * 8, 4096))
-        ds = PILImages(s.images[:n], s.labels[:n], lightly_transform(aug_cfg, s.info, self.model.views))
+        ds = PILImages(s.images, s.labels, lightly_transform(aug_cfg, s.info, self.model.views))
         self.loader = torch.utils.data.DataLoader(
             ds, batch_size=batch, shuffle=True, drop_last=True, num_workers=workers,
             persistent_workers=workers > 0, pin_memory=s.device.type == "cuda")
@@ -350,12 +366,21 @@ class Plain:
     def run(self, steps: int) -> float:
         for _ in range(self.drain):  # consume the batches prefetched while other loops ran
             self._step()
+        pids = self._worker_pids()
         _sync(self.device)
-        t0 = time.perf_counter()
+        c0, w0, t0 = time.process_time(), _proc_cpu(pids), time.perf_counter()
         for _ in range(steps):
             self._step()
         _sync(self.device)
-        return steps * self.views_per_step / (time.perf_counter() - t0)
+        dt = time.perf_counter() - t0
+        views = steps * self.views_per_step
+        self.cpu_ms_per_view = 1e3 * (time.process_time() - c0) / views
+        self.worker_cpu_ms_per_view = 1e3 * (_proc_cpu(pids) - w0) / views
+        return views / dt
+
+    def _worker_pids(self) -> list[int]:
+        it = getattr(self.loader, "_iterator", None)  # persistent workers live on the loader's iterator
+        return [w.pid for w in getattr(it, "_workers", [])]
 
 
 # --------------------------------------------------------------------------------------------
@@ -572,6 +597,11 @@ def main(args: argparse.Namespace) -> int:
     from bench.runner import device_name, pick_device
     if args.threads:
         torch.set_num_threads(args.threads)
+        try:  # the same limit for numpy/scipy BLAS (the sklearn comparison) and other OpenMP pools
+            from threadpoolctl import threadpool_limits
+            threadpool_limits(args.threads)
+        except ImportError:
+            pass
     methods.get(args.method)  # unknown -> UserError before any work
     if args.warmup < 0 or args.workers < 0 or args.eval_n < 0 or args.sklearn_repeats < 0:
         raise UserError("--warmup, --workers, --eval-n and --sklearn-repeats must be >= 0")
@@ -597,7 +627,8 @@ def main(args: argparse.Namespace) -> int:
 
     rows: dict[str, list[float]] = {"bare": [], "harness": [], "plain": []}
     internal: list[float] = []
-    timed_loops = not args.all_methods or args.vs_lightly
+    cpu: dict[str, list[float]] = {"bare": [], "harness": [], "plain": [], "workers": []}
+    timed_loops = (not args.all_methods or args.vs_lightly) and not args.no_loops
     if timed_loops:
         bare = Bare(s, args.method, batch, args.aug_impl)
         harness = Harness(s, args.method, batch, args.aug_impl)
@@ -609,22 +640,31 @@ def main(args: argparse.Namespace) -> int:
                 plain.run(args.warmup)
         for _ in range(args.repeats):
             rows["bare"].append(bare.run(args.steps))
+            cpu["bare"].append(bare.cpu_ms_per_view)
             rows["harness"].append(harness.run(args.steps))
+            cpu["harness"].append(harness.cpu_ms_per_view)
             internal.append(harness.last_internal)
             if plain is not None:
                 rows["plain"].append(plain.run(args.steps))
+                cpu["plain"].append(plain.cpu_ms_per_view)
+                cpu["workers"].append(plain.worker_cpu_ms_per_view)
         a, b = _median(rows["bare"]), _median(rows["harness"])
-        print(f"(a) bare bound     fwd+bwd+step on pre-made views      {a:9.1f} views/s  {_fmt_rates(rows['bare'])}")
+        print(f"(a) bare bound     fwd+bwd+step on pre-made views      {a:9.1f} views/s  {_fmt_rates(rows['bare'])}"
+              f"  cpu {_median(cpu['bare']):.2f} ms/view")
         print(f"(b) harness        bench.train.train, uint8 on {device.type:4s}     {b:9.1f} views/s  "
-              f"{_fmt_rates(rows['harness'])}  = {b / a:.3f} x bare  (loop's own step timer: "
-              f"{_median(internal):.1f} views/s)")
+              f"{_fmt_rates(rows['harness'])}  cpu {_median(cpu['harness']):.2f} ms/view  = {b / a:.3f} x bare  "
+              f"(loop's own step timer: {_median(internal):.1f} views/s)")
         report.update(bare_views_per_s=a, harness_views_per_s=b, harness_internal_views_per_s=_median(internal),
-                      bare_rates=rows["bare"], harness_rates=rows["harness"], harness_vs_bare=b / a)
+                      bare_rates=rows["bare"], harness_rates=rows["harness"], harness_vs_bare=b / a,
+                      bare_cpu_ms_per_view=_median(cpu["bare"]), harness_cpu_ms_per_view=_median(cpu["harness"]))
         if plain is not None:
             c = _median(rows["plain"])
             print(f"(c) plain lightly  SimCLRTransform+DataLoader({args.workers} workers) {c:9.1f} views/s  "
-                  f"{_fmt_rates(rows['plain'])}  harness = {b / c:.2f} x plain")
-            report.update(plain_views_per_s=c, plain_rates=rows["plain"], harness_vs_plain=b / c)
+                  f"{_fmt_rates(rows['plain'])}  cpu {_median(cpu['plain']):.2f} ms/view + workers "
+                  f"{_median(cpu['workers']):.2f} ms/view  harness = {b / c:.2f} x plain")
+            report.update(plain_views_per_s=c, plain_rates=rows["plain"], harness_vs_plain=b / c,
+                          plain_cpu_ms_per_view=_median(cpu["plain"]),
+                          plain_worker_cpu_ms_per_view=_median(cpu["workers"]))
         aug_cfg = build(s.suite, args.method, s.info, device)[4]
         fused = time_augment(s, aug_cfg, batch, "fused", args.repeats)
         kornia = time_augment(s, aug_cfg, batch, "kornia", args.repeats)
