@@ -11,8 +11,8 @@ from bench.probe import linear_probe
 
 
 def _features(n: int, d: int = 256, classes: int = 10, seed: int = 0):
+    centers = torch.randn(classes, d, generator=torch.Generator().manual_seed(1234))  # shared by all splits
     g = torch.Generator().manual_seed(seed)
-    centers = torch.randn(classes, d, generator=g)
     y = torch.randint(0, classes, (n,), generator=g)
     return centers[y] * 0.3 + torch.randn(n, d, generator=g), y
 
