@@ -180,8 +180,8 @@ def _top1(w: Tensor, b: Tensor, x: Tensor, y: Tensor) -> float:
 
 
 def stratified_split(y: Tensor, val_fraction: float = 0.2, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """Sorted ``(fit_idx, val_idx)`` with ``round(val_fraction * n_c)`` held out per class
-    (at least one row of each class stays in fit); deterministic per seed."""
+    """Sorted ``(fit_idx, val_idx)`` with ``round(val_fraction * n_c)`` (at least 1) held out per
+    class (at least one row of each class stays in fit); deterministic per seed."""
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
     labels = y.detach().cpu().numpy()
@@ -189,7 +189,8 @@ def stratified_split(y: Tensor, val_fraction: float = 0.2, seed: int = 0) -> tup
     val = []
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
-        val.append(idx[: min(int(round(val_fraction * len(idx))), len(idx) - 1)])
+        # at least one held-out row per class that has two or more (tiny label subsets)
+        val.append(idx[: min(max(1, int(round(val_fraction * len(idx)))), len(idx) - 1)])
     val_idx = np.sort(np.concatenate(val))
     if len(val_idx) == 0:
         raise ValueError("held-out split is empty: too few train samples per class")
