@@ -58,9 +58,9 @@ class AAEConfig:
     disc_hidden: int = 512         # width of the discriminator's two hidden layers
     disc_lr: float = 2e-4          # discriminator Adam learning rate (own optimizer, no schedule)
     disc_beta1: float = 0.5        # discriminator Adam beta1 (GAN practice); beta2 = 0.999
-    decoder_width: int = 0         # decoder width h; 0 = auto: backbone feature size (official) if >= 512-d, else half
-    decoder_blocks: int = 0        # residual blocks per up-stage; 0 = auto: 2 (decoder18) if >= 512-d, else 1
-    decoder_head_width: int = 64   # channels of the last 3x3 conv before the image
+    decoder_width: int = 0         # decoder width h; 0 = auto: feature size if >= 512-d (official), else 1/4
+    decoder_blocks: int = 0        # residual blocks per up-stage; 0 = auto: 2 if >= 512-d (decoder18), else 1
+    decoder_head_width: int = 0    # channels of the last 3x3 conv; 0 = auto: 64 if >= 512-d (official), else 32
 
 
 @register
@@ -78,8 +78,8 @@ class AAE(Method):
         h = backbone.num_features
         self.head = nn.Sequential(nn.Linear(h, h), nn.BatchNorm1d(h), nn.ReLU(),
                                   nn.Linear(h, cfg.latent_dim, bias=False), nn.Tanh())
-        width, blocks = decoder_size(cfg.decoder_width, cfg.decoder_blocks, h)
-        self.decoder = LatentDecoder(cfg.latent_dim, width, data.size, data.channels, blocks, cfg.decoder_head_width)
+        width, blocks, head_width = decoder_size(cfg.decoder_width, cfg.decoder_blocks, cfg.decoder_head_width, h)
+        self.decoder = LatentDecoder(cfg.latent_dim, width, data.size, data.channels, blocks, head_width)
         d = cfg.disc_hidden
         self.discriminator = nn.Sequential(nn.Linear(cfg.latent_dim, d), nn.LeakyReLU(0.2),
                                            nn.Linear(d, d), nn.LeakyReLU(0.2), nn.Linear(d, 1))

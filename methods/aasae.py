@@ -28,9 +28,9 @@ class AASAEConfig:
     latent_dim: int = 128          # size of z (official: 128)
     kl_coeff: float = 0.0          # weight of KL(q || N(0, I)); 0 = AASAE, > 0 = a denoising VAE
     log_scale: float = 0.0         # fixed log-variance of p(x | z): sigma = exp(log_scale/2) + 1e-6
-    decoder_width: int = 0         # decoder width h; 0 = auto: backbone feature size (official) if >= 512-d, else half
-    decoder_blocks: int = 0        # residual blocks per up-stage; 0 = auto: 2 (decoder18) if >= 512-d, else 1
-    decoder_head_width: int = 64   # channels of the last 3x3 conv before the image (official: 64)
+    decoder_width: int = 0         # decoder width h; 0 = auto: feature size if >= 512-d (official), else 1/4
+    decoder_blocks: int = 0        # residual blocks per up-stage; 0 = auto: 2 if >= 512-d (decoder18), else 1
+    decoder_head_width: int = 0    # channels of the last 3x3 conv; 0 = auto: 64 if >= 512-d (official), else 32
 
 
 @register
@@ -47,8 +47,8 @@ class AASAE(Method):
         super().__init__(cfg, backbone, data)
         h = backbone.num_features
         self.head = GaussianHead(h, cfg.latent_dim)
-        width, blocks = decoder_size(cfg.decoder_width, cfg.decoder_blocks, h)
-        self.decoder = LatentDecoder(cfg.latent_dim, width, data.size, data.channels, blocks, cfg.decoder_head_width)
+        width, blocks, head_width = decoder_size(cfg.decoder_width, cfg.decoder_blocks, cfg.decoder_head_width, h)
+        self.decoder = LatentDecoder(cfg.latent_dim, width, data.size, data.channels, blocks, head_width)
 
     def training_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         augmented, clean = views

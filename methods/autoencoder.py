@@ -60,44 +60,51 @@ def _conv3x3(cin: int, cout: int) -> nn.Conv2d:
 
 
 class UpBlock(nn.Module):
-    """BatchNorm-free BasicBlock of the AASAE decoder; optional 2x nearest upsampling first
-    (applied to both the residual branch and the skip, as the official block does)."""
+    """BatchNorm-free BasicBlock of the AASAE decoder; optional nearest upsampling to `size`
+    first (applied to both the residual branch and the skip, as the official block does)."""
 
-    def __init__(self, cin: int, cout: int, upsample: bool) -> None:
+    def __init__(self, cin: int, cout: int, size: int | None = None) -> None:
         super().__init__()
-        self.upsample = upsample
+        self.size = size
         self.conv1, self.conv2 = _conv3x3(cin, cout), _conv3x3(cout, cout)
         self.skip = nn.Conv2d(cin, cout, kernel_size=1, bias=False) if cin != cout else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.upsample:
-            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        if self.size is not None:
+            x = F.interpolate(x, size=(self.size, self.size), mode="nearest")
         out = self.conv2(F.relu(self.conv1(x)))
         return F.relu(out + self.skip(x))
+
+
+def upsampling_sizes(s0: int, size: int) -> list[int]:
+    """Resolutions of the up-stages from s0 to `size`, each ~2x the previous and the last
+    exactly `size`: 4 -> 32 gives [8, 16, 32] (the official CIFAR decoder), 4 -> 28 gives
+    [7, 14, 28], 4 -> 8 gives [8], 1 -> 8 gives [2, 4, 8]."""
+    n_up = math.ceil(math.log2(size / s0)) if size > s0 else 0
+    return [math.ceil(size / 2 ** k) for k in range(n_up - 1, -1, -1)]
 
 
 class ResidualUpsampler(nn.Module):
     """Feature map (B, cin, s0, s0) -> image (B, out_channels, size, size).
 
-    Stages of `blocks` UpBlocks with widths width/2, width/4, ... (floored at 8); the last
-    stages upsample 2x until the next power-of-two multiple of s0 that is >= size (at least 4
-    stages, as decoder18's [2,2,2,2]); a bilinear resize to `size` when that overshoots (28px);
-    then conv3x3 -> head_width, ReLU, conv3x3 -> out_channels. No BatchNorm; kaiming init
+    conv1x1 -> width, ReLU; stages of `blocks` UpBlocks with widths width/2, width/4, ...
+    (floored at 8), the last stages upsampling ~2x each to exactly `size` (at least 4 stages,
+    as decoder18's [2,2,2,2]; at 32px from 4x4 this is the official 4 -> 8 -> 16 -> 32); then
+    conv3x3 -> head_width, ReLU, conv3x3 -> out_channels. No BatchNorm; kaiming init
     (fan_out) as the official decoder, with every residual branch's last conv zero-initialised.
     """
 
     def __init__(self, cin: int, width: int, size: int, s0: int, out_channels: int,
                  blocks: int = 2, head_width: int = 64, min_stages: int = 4) -> None:
         super().__init__()
-        n_up = max(0, math.ceil(math.log2(size / s0))) if size > s0 else 0
-        n_stages = max(min_stages, n_up)
-        self.size = size
+        ups = upsampling_sizes(s0, size)
+        n_stages = max(min_stages, len(ups))
+        ups = [None] * (n_stages - len(ups)) + ups
         self.stem = nn.Conv2d(cin, width, kernel_size=1, bias=False)
         layers, c = [], width
-        for i in range(n_stages):
+        for i, up in enumerate(ups):
             cout = max(8, width // 2 ** (i + 1))
-            up = i >= n_stages - n_up
-            layers += [UpBlock(c, cout, up)] + [UpBlock(cout, cout, False) for _ in range(blocks - 1)]
+            layers += [UpBlock(c, cout, up)] + [UpBlock(cout, cout) for _ in range(blocks - 1)]
             c = cout
         self.stages = nn.Sequential(*layers)
         self.head = nn.Sequential(_conv3x3(c, head_width), nn.ReLU(inplace=True),
@@ -112,10 +119,7 @@ class ResidualUpsampler(nn.Module):
                 nn.init.zeros_(m.conv2.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stages(F.relu(self.stem(x)))
-        if x.shape[-1] != self.size:
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
-        return self.head(x)
+        return self.head(self.stages(F.relu(self.stem(x))))
 
 
 class LatentDecoder(nn.Module):
@@ -136,16 +140,18 @@ class LatentDecoder(nn.Module):
         return self.up(self.fc(z).view(z.shape[0], self.width // 16, 4, 4))
 
 
-def decoder_size(width: int, blocks: int, feature_dim: int) -> tuple[int, int]:
-    """Resolve the decoder's (width, blocks per up-stage); 0 = auto, scaled with the backbone.
+def decoder_size(width: int, blocks: int, head_width: int, feature_dim: int) -> tuple[int, int, int]:
+    """Resolve the decoder's (width, blocks per up-stage, head width); 0 = auto.
 
     ResNet-18-class backbones (>= 512-d features, the GPU suites) get the official decoder18:
-    width h, 2 blocks per stage (~0.4x the encoder's compute at 32px). Narrower CPU backbones
-    (resnet-tiny: [1,1,1,1] blocks, widths 32-256) get a decoder that mirrors them: width h/2,
-    1 block per stage; with the official layout their decoder would cost ~4x their encoder.
+    width h, 2 blocks per stage, a 64-channel head (~0.4x the encoder's compute at 32px).
+    Narrower CPU backbones (resnet-tiny: [1,1,1,1] blocks, widths 32-256, stride-2 stem) get
+    width h/4, 1 block per stage and a 32-channel head, which keeps the same ~0.4x ratio on
+    Fashion-MNIST (the official layout would cost ~3x their encoder there).
     """
     wide = feature_dim >= 512
-    return width or (feature_dim if wide else max(16, feature_dim // 2)), blocks or (2 if wide else 1)
+    auto_width = feature_dim if wide else max(16, feature_dim // 4 // 16 * 16)  # a multiple of 16
+    return width or auto_width, blocks or (2 if wide else 1), head_width or (64 if wide else 32)
 
 
 # ----------------------------------------------------------------------------- encoder head

@@ -43,6 +43,7 @@ class MAEConfig:
     cnn_patch: int = 0             # CNN mask cell in px; 0 = smallest divisor of the size >= max(2, size/8)
     cnn_decoder_width: int = 0     # CNN decoder width; 0 = auto (as the autoencoders' decoder, methods/autoencoder.py)
     cnn_decoder_blocks: int = 1    # residual blocks per up-stage of the CNN decoder (light, as SparK's)
+    cnn_decoder_head_width: int = 0  # channels of its last 3x3 conv; 0 = auto (as the autoencoders')
 
 
 def _cell_size(size: int, requested: int) -> int:
@@ -85,8 +86,9 @@ class MAE(Method):
                 was_training = backbone.training
                 fmap = backbone.eval().net.forward_features(torch.zeros(1, data.channels, data.size, data.size))
                 backbone.train(was_training)
-            width, blocks = decoder_size(cfg.cnn_decoder_width, cfg.cnn_decoder_blocks, backbone.num_features)
-            self.decoder = ResidualUpsampler(fmap.shape[1], width, data.size, fmap.shape[-1], data.channels, blocks)
+            width, blocks, head = decoder_size(cfg.cnn_decoder_width, cfg.cnn_decoder_blocks,
+                                               cfg.cnn_decoder_head_width, backbone.num_features)
+            self.decoder = ResidualUpsampler(fmap.shape[1], width, data.size, fmap.shape[-1], data.channels, blocks, head)
 
     @property
     def variant(self) -> str:

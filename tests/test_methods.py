@@ -203,3 +203,16 @@ def test_mae_cnn_variant_is_named():
     method = build("mae", "resnet-tiny")
     assert method.variant == "mae (masked-input reconstruction, CNN)"
     assert method.patch == 2  # smallest divisor of 16 that is >= max(2, 16/8)
+
+
+# ----------------------------------------------------------------------------- decoder
+@pytest.mark.parametrize("size", [8, 28, 32, 96])
+def test_decoder_reaches_every_suite_image_size(size):
+    from methods.autoencoder import LatentDecoder, upsampling_sizes
+    torch.manual_seed(0)
+    decoder = LatentDecoder(latent_dim=8, width=32, size=size, channels=3, blocks=1, head_width=8)
+    out = decoder(torch.randn(2, 8))
+    assert out.shape == (2, 3, size, size)
+    assert 0.05 < out.std().item() < 10  # zero-initialised residual branches: data-scale outputs
+    assert upsampling_sizes(4, size)[-1] == size
+    assert upsampling_sizes(4, 32) == [8, 16, 32]  # the official CIFAR decoder's 4 -> 32
