@@ -32,6 +32,22 @@ class TrainingStep(nn.Module):
         return self.method.training_step(views, labels)
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Differentiable sum over ranks: the gradient of a sum over ranks is the sum of the gradients."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
 class GlobalBatchNorm(_BatchNorm):
     """BatchNorm (any input rank >= 2) whose training statistics are those of the global batch.
 
@@ -48,7 +64,7 @@ class GlobalBatchNorm(_BatchNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
+        all_reduce = _AllReduceSum.apply
         self._check_input_dim(x)
         dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
@@ -102,8 +118,12 @@ def ddp_wrapper(cfg: TrainConfig, device: torch.device) -> Callable[[nn.Module],
         ids = None
         if device.type == "cuda":
             ids = [device.index if device.index is not None else torch.cuda.current_device()]
-        # find_unused_parameters: some methods own parameters a step may not touch
-        # (e.g. heads used only by some losses); DDP must not wait for their gradients.
-        return DistributedDataParallel(TrainingStep(method), device_ids=ids, find_unused_parameters=True)
+        step = TrainingStep(method)
+        # DDP syncs exactly what the harness optimizer updates; parameters a method updates itself
+        # (the AAE discriminator, with its own optimizer and its own cross-rank averaging) are left out.
+        optimized = {id(p) for p in method.optimized_parameters()}
+        own = [f"method.{n}" for n, p in method.named_parameters() if p.requires_grad and id(p) not in optimized]
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(step, own)
+        return DistributedDataParallel(step, device_ids=ids)
 
     return wrap
