@@ -649,20 +649,26 @@ def main(args: argparse.Namespace) -> int:
                 cpu["plain"].append(plain.cpu_ms_per_view)
                 cpu["workers"].append(plain.worker_cpu_ms_per_view)
         a, b = _median(rows["bare"]), _median(rows["harness"])
+        # paired ratios: a, b and c of one repeat ran back to back, so slow load drift cancels
+        pair_ba = _median([hb / ba for hb, ba in zip(rows["harness"], rows["bare"])])
         print(f"(a) bare bound     fwd+bwd+step on pre-made views      {a:9.1f} views/s  {_fmt_rates(rows['bare'])}"
               f"  cpu {_median(cpu['bare']):.2f} ms/view")
         print(f"(b) harness        bench.train.train, uint8 on {device.type:4s}     {b:9.1f} views/s  "
               f"{_fmt_rates(rows['harness'])}  cpu {_median(cpu['harness']):.2f} ms/view  = {b / a:.3f} x bare  "
-              f"(loop's own step timer: {_median(internal):.1f} views/s)")
+              f"(loop's own step timer: {_median(internal):.1f} views/s; median of paired ratios {pair_ba:.3f})")
         report.update(bare_views_per_s=a, harness_views_per_s=b, harness_internal_views_per_s=_median(internal),
                       bare_rates=rows["bare"], harness_rates=rows["harness"], harness_vs_bare=b / a,
+                      harness_vs_bare_paired=pair_ba,
                       bare_cpu_ms_per_view=_median(cpu["bare"]), harness_cpu_ms_per_view=_median(cpu["harness"]))
         if plain is not None:
             c = _median(rows["plain"])
+            pair_bc = _median([hb / pc for hb, pc in zip(rows["harness"], rows["plain"])])
             print(f"(c) plain lightly  SimCLRTransform+DataLoader({args.workers} workers) {c:9.1f} views/s  "
                   f"{_fmt_rates(rows['plain'])}  cpu {_median(cpu['plain']):.2f} ms/view + workers "
-                  f"{_median(cpu['workers']):.2f} ms/view  harness = {b / c:.2f} x plain")
+                  f"{_median(cpu['workers']):.2f} ms/view  harness = {b / c:.2f} x plain "
+                  f"(median of paired ratios {pair_bc:.2f})")
             report.update(plain_views_per_s=c, plain_rates=rows["plain"], harness_vs_plain=b / c,
+                          harness_vs_plain_paired=pair_bc,
                           plain_cpu_ms_per_view=_median(cpu["plain"]),
                           plain_worker_cpu_ms_per_view=_median(cpu["workers"]))
         aug_cfg = build(s.suite, args.method, s.info, device)[4]
