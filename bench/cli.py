@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished runs are stored; run the same command again to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head`: stop quietly, like other CLI tools
+        sys.stderr.close()
+        return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
