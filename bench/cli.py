@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: finished runs are stored; run the same command again to resume", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head`: stop quietly, like other CLI tools
-        sys.stderr.close()
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0
 
 
