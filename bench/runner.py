@@ -304,6 +304,8 @@ def _decide(run_dir: Path, locks: ExitStack, seen: Any) -> tuple[str, Any]:
 def _attempt(suite, spec, tag, data, device, opts, seen) -> tuple[Any, Any]:
     """Skip, put off, or train one run. Returns (result | _BUSY | None, stamp)."""
     resolved = resolve(suite, spec, opts.sets)
+    if opts.world_size > 1:  # train.batch_size is per process: the process count is part of the run
+        resolved["world_size"] = opts.world_size
     run_dir = opts.out / "runs" / store.run_id(spec.method, spec.seed, resolved)
     with ExitStack() as locks:
         decision, payload, error = ("train", None, None)

@@ -76,7 +76,8 @@ def _kill_tree(proc: subprocess.Popen) -> None:
 
 
 def test_torchrun_two_processes_match_one_process_and_resume(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # one thread per process (torchrun does the same for its workers): 2 shared cores
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     single_out, ddp_out = tmp_path / "single", tmp_path / "ddp"
     single = subprocess.Popen([sys.executable, "-m", "bench", *COMMON, "--set", "train.batch_size=128",
                                "--out", str(single_out)], cwd=ROOT, env=env,
@@ -131,12 +132,14 @@ def test_torchrun_two_processes_match_one_process_and_resume(tmp_path):
 
 def test_global_batch_augmentation_slices_match_one_process():
     """The per-rank augmentation equals the matching rows of one process's global-batch views."""
+    from bench import augment
     from bench.augment import Augment, AugConfig
     from bench.distributed import global_batch_augmentation
 
-    for channels in (1, 3):
+    impls = [{"impl": i} for i in getattr(augment, "IMPLS", ())] or [{}]
+    for channels, kw in [(c, kw) for c in (1, 3) for kw in impls]:
         aug = Augment(AugConfig(crop_scale_min=0.3, blur_p=0.5, solarize_p=0.3), 16, channels,
-                      (0.5,) * channels, (0.25,) * channels)
+                      (0.5,) * channels, (0.25,) * channels, **kw)
         x = torch.randint(0, 256, (12, channels, 16, 16), dtype=torch.uint8)
         torch.manual_seed(7)
         whole = [aug(x), aug(x)]
