@@ -28,7 +28,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-FAST = ["--set", "train.train_subset=260", "--set", "eval.transfer=", "--set", "eval.label_fractions=",
+FAST = ["--device", "cpu", "--set", "train.train_subset=260", "--set", "eval.transfer=", "--set", "eval.label_fractions=",
         "--set", "eval.probe_grid_points=3", "--set", "eval.train_subset=300", "--set", "eval.test_subset=200"]
 COMMON = ["run", "--suite", "quick", "--methods", "simclr", "--epochs", "2", "--no-download",
           "--set", "train.sync_bn=true", *FAST]
@@ -77,7 +77,8 @@ def _kill_tree(proc: subprocess.Popen) -> None:
 
 def test_torchrun_two_processes_match_one_process_and_resume(tmp_path):
     # one thread per process (torchrun does the same for its workers): 2 shared cores
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     single_out, ddp_out = tmp_path / "single", tmp_path / "ddp"
     single = subprocess.Popen([sys.executable, "-m", "bench", *COMMON, "--set", "train.batch_size=128",
                                "--out", str(single_out)], cwd=ROOT, env=env,

@@ -29,13 +29,14 @@ from bench.errors import UserError
 from methods.base import AUGMENTED, Method
 
 ROOT = Path(__file__).resolve().parent.parent
-FAST = ["--set", "train.train_subset=260", "--set", "eval.transfer=", "--set", "eval.label_fractions=",
+FAST = ["--device", "cpu", "--set", "train.train_subset=260", "--set", "eval.transfer=", "--set", "eval.label_fractions=",
         "--set", "eval.probe_grid_points=3", "--set", "eval.train_subset=300", "--set", "eval.test_subset=200"]
 
 
 # one thread per process: on 2 shared cores, several multi-threaded processes mostly wait on
 # each other (exactness is compared between processes with the same thread count)
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+       "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
 
 @pytest.fixture
@@ -53,7 +54,8 @@ def bench_cmd(*args: str) -> list[str]:
 def run_dir_of(out: Path, method: str, extra_sets: list[str] = (), epochs: int | None = None) -> Path:
     """The run directory `bench run` uses for `method` (seed 0) with FAST + extra sets."""
     from bench import config
-    items = [a for a in [*FAST, *extra_sets] if a != "--set"]
+    args = [*FAST, *extra_sets]
+    items = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
     sets = config.parse_sets(items)
     if epochs:
         sets.setdefault("train", {})["epochs"] = str(epochs)
