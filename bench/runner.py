@@ -235,7 +235,7 @@ def run_suite(suite: Suite, specs: list[RunSpec], opts: Options) -> list[dict[st
     # the data follows --set train.train_subset / eval.*_subset (they are part of every run's spec)
     sized = replace(suite, train=resolve_scope(suite, "train", opts.sets.get("train", {})),
                     eval=resolve_scope(suite, "eval", opts.sets.get("eval", {})))
-    data = SuiteData(sized, opts, device)  # a missing dataset stops here, before any training
+    data = _load_data(sized, opts, device)  # a missing dataset stops here, before any training
     results, waiting = [], []
     for i, spec in enumerate(specs, 1):
         result, seen = _attempt(suite, spec, f"[{i}/{len(specs)}]", data, device, opts, _FIRST)
@@ -259,6 +259,20 @@ def run_suite(suite: Suite, specs: list[RunSpec], opts: Options) -> list[dict[st
 LOCK_POLL_S = 2.0
 _BUSY = object()   # marker: another process holds the run's lock
 _FIRST = object()  # marker: first look at a run (nothing seen before)
+
+
+def _load_data(suite: Suite, opts: Options, device: torch.device) -> SuiteData:
+    """Rank 0 first (it may download), then the other ranks read what it found."""
+    data, error = None, None
+    if opts.rank == 0:
+        try:
+            data = SuiteData(suite, opts, device)
+        except UserError as e:
+            error = str(e)
+    error = distributed.broadcast(error)  # also the barrier the other ranks wait at
+    if error is not None:
+        raise UserError(error)
+    return data if data is not None else SuiteData(suite, opts, device)
 
 
 def _check_before_work(suite: Suite, specs: list[RunSpec], opts: Options) -> None:
