@@ -133,7 +133,9 @@ class Augment(nn.Module):
             on = jit["batch_prob"].float()
             cols += [on, jit["brightness_factor"], jit["contrast_factor"], jit["saturation_factor"], jit["hue_factor"]]
         cols.append(gray.float() if gray is not None else torch.zeros(b))
-        p = torch.stack([t.float() for t in cols], 1).to(dev, non_blocking=True)
+        # kornia may draw some parameters on the device and the fallbacks live on the host:
+        # gather on the host, then one copy to the device
+        p = torch.stack([t.float().cpu() for t in cols], 1).to(dev, non_blocking=True)
         x0, x1, y0, y1, flip_on = p[:, 0], p[:, 1], p[:, 2], p[:, 3], p[:, 4]
 
         ry = _resize_matrix(y0, y1, self.size, h) * (1.0 / 255.0)  # (B, S, H), includes the /255

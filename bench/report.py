@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import html
+import os
 import json
 import math
 import re
@@ -825,7 +826,7 @@ def write_report(out_dir: Path, dest: Path | None = None) -> Path:
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two writers never share a temp file
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
 
