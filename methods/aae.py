@@ -119,8 +119,10 @@ class AAE(Method):
         return self.decoder(self.code(x))
 
     def get_extra_state(self) -> dict[str, Any]:
-        """The discriminator's Adam state (tensors, numbers, tuples: loadable with weights_only)."""
-        return {"disc_opt": self.disc_opt.state_dict()}
+        """The discriminator Adam's per-parameter state (step, moments: tensors in dicts, so
+        torch.load(weights_only=True) reads it); its hyper-parameters come from the config."""
+        return {"disc_opt_state": self.disc_opt.state_dict()["state"]}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        self.disc_opt.load_state_dict(state["disc_opt"])
+        current = self.disc_opt.state_dict()
+        self.disc_opt.load_state_dict({"state": state["disc_opt_state"], "param_groups": current["param_groups"]})

@@ -6,14 +6,15 @@ which prevents collapse without negatives, momentum encoders or stop-gradients.
 [0] Bardes, Ponce & LeCun, "VICReg: Variance-Invariance-Covariance Regularization for
     Self-Supervised Learning", 2021, https://arxiv.org/abs/2105.04906
 Recipe: solo-learn `scripts/pretrain/cifar/vicreg.yaml` (expander 512 -> 2048 -> 2048 -> 2048
-on ResNet-18, weights 25/25/1, native augmentation min crop scale 0.2 + solarization 0.1, with
-BYOL's jitter strengths (0.4, 0.4, 0.2, 0.1) as in the VICReg paper)
-with lightly's VICRegLoss and SGD at a quarter of lightly's example lr (0.06 x batch/128 hit
-an inf loss at step 15 of the quick suite; 0.03 x batch/256 trains), wd 5e-4; solo-learn uses
-LARS lr 0.3 (PROTOCOLS.md). lightly has no VICReg head: the
-expander is its BarlowTwinsProjectionHead (Linear-BN-ReLU, Linear-BN-ReLU, Linear), which is
-exactly the VICReg expander. Expander widths scale with the backbone (0 = 4 x feature size,
-2048 for ResNet-18), so tiny CPU backbones get a proportionally small expander.
+on ResNet-18, weights 25/25/1, LARS lr 0.3 x batch/256, wd 1e-4; native augmentation min crop
+scale 0.2 + solarization 0.1, with BYOL's jitter strengths (0.4, 0.4, 0.2, 0.1) as in the
+paper) with lightly's VICRegLoss. The harness's LARS is lightly's (trust coefficient 0.001, the
+official VICReg eta; solo-learn uses 0.02), biases and norms plain SGD. Plain SGD at lightly's
+example lr (0.06 x batch/128) diverged on the quick suite (loss -> inf right after warmup).
+lightly has no VICReg head: the expander is its BarlowTwinsProjectionHead (Linear-BN-ReLU,
+Linear-BN-ReLU, Linear), exactly the VICReg expander. Expander widths scale with the backbone
+(0 = 4 x feature size: 2048 for ResNet-18, as solo-learn; 8192 for a 2048-d ResNet-50, as the
+paper), so tiny CPU backbones get a proportionally small expander.
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ class VICReg(Method):
     paradigm = "non-contrastive"
     views = (AUGMENTED, AUGMENTED)
     Config = VICRegConfig
-    optim = OptimConfig(name="sgd", lr=0.03, lr_batch_size=256, weight_decay=5e-4)
+    optim = OptimConfig(name="lars", lr=0.3, lr_batch_size=256, weight_decay=1e-4, momentum=0.9)
     native_aug = {"crop_scale_min": 0.2, "solarize_p": 0.1, "brightness": 0.4, "contrast": 0.4, "saturation": 0.2, "hue": 0.1}
     reference = "Bardes et al. 2021, arXiv:2105.04906"
 

@@ -171,6 +171,16 @@ def test_aae_discriminator_has_its_own_optimizer_and_state_round_trips():
     assert any(not torch.equal(b, p) for b, p in zip(d_before, method.discriminator.parameters()))
     loss.backward()  # the harness's backward must not need the discriminator's graph
 
+    extra = method.state_dict()["_extra_state"]
+
+    def plain(v):  # tensors, dicts, lists and numbers only
+        if isinstance(v, dict):
+            return all(isinstance(k, (int, str)) and plain(x) for k, x in v.items())
+        if isinstance(v, list):
+            return all(plain(x) for x in v)
+        return isinstance(v, (torch.Tensor, int, float))
+    assert plain(extra)
+
     buf = io.BytesIO()
     torch.save(method.state_dict(), buf)
     buf.seek(0)
