@@ -489,7 +489,7 @@ def time_knn(ftr, ytr, fte, yte, num_classes, cfg, repeats: int, device) -> dict
     from bench.knn import knn_top1
     k = min(cfg.knn_k, ftr.shape[0])
     ours, bare, acc = [], [], float("nan")
-    for _ in range(max(repeats, 3)):
+    for _ in range(max(repeats, 5)):
         _sync(device)
         t0 = time.perf_counter()
         acc = knn_top1(ftr, ytr, fte, yte, num_classes, k=k, temperature=cfg.knn_t)
