@@ -123,7 +123,11 @@ def test_perf_smoke_prints_every_line():
     assert out.count("PASS") + out.count("FAIL") == 4
 
 
-def test_perf_unknown_method_is_a_user_error():
-    r = _bench("perf", "--method", "nosuch", timeout=120)
-    assert r.returncode == 2
-    assert r.stderr.startswith("error: unknown method 'nosuch'")
+def test_perf_bad_input_is_a_user_error(capsys):
+    from bench.cli import main
+    assert main(["perf", "--method", "nosuch"]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown method 'nosuch'")
+    assert main(["perf", "--backbone", "nosuch"]) == 2
+    assert "unknown backbone 'nosuch'" in capsys.readouterr().err
+    assert main(["perf", "--method", "pixels"]) == 2
+    assert "does not train" in capsys.readouterr().err
