@@ -625,7 +625,8 @@ def main(args: argparse.Namespace) -> int:
                               "steps": args.steps, "repeats": args.repeats, "device": device_name(device),
                               "aug_impl": args.aug_impl, "data": s.data_note, "load_before": _load(),
                               "torch": torch.__version__, "cpu_count": os.cpu_count()}
-    print(f"perf: {args.method} on {suite.name} ({suite.backbone}, {suite.image_size}px, {s.info.channels} ch, "
+    who = "every registered method" if args.all_methods else args.method
+    print(f"perf: {who} on {suite.name} ({suite.backbone}, {suite.image_size}px, {s.info.channels} ch, "
           f"{s.data_note}), batch {batch}, {args.steps} timed steps x {args.repeats} repeats, "
           f"device {device_name(device)}, augmentation {args.aug_impl}")
     print(f"      machine: {os.cpu_count()} CPUs, torch {torch.__version__}; {_load()}", flush=True)
@@ -754,6 +755,8 @@ def main(args: argparse.Namespace) -> int:
                          f"{report['knn_ratio']:.2f}"))
     for name, ok, value in verdicts:
         print(f"  {_verdict(ok)}  {name:50s} {value}")
+    if not verdicts:
+        print("  (none measured in this run)")
     report["verdicts"] = {name: ok for name, ok, _ in verdicts}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
