@@ -97,6 +97,12 @@ class Augment(nn.Module):
             tail.append(K.RandomSolarize(thresholds=0.0, additions=0.0, p=cfg.solarize_p))
         self.ops = nn.Sequential(*ops, *tail)
         self.tail = nn.Sequential(*tail)
+        # constants as (non-persistent) buffers: they follow .to(device), so no per-call host->device
+        # copy (a blocking copy from a Python list would synchronize with the GPU on every call)
+        self.register_buffer("_mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("_std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("_luma", torch.tensor(_GRAY, dtype=torch.float32), persistent=False)
+        self.register_buffer("_hue_n", torch.tensor([5.0, 3.0, 1.0]).view(1, 3, 1, 1), persistent=False)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -109,9 +115,7 @@ class Augment(nn.Module):
                 if len(self.tail):
                     x = self.tail(x)
             x = x.clamp_(0.0, 1.0)
-            m = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-            s = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
-            return x.sub_(m).div_(s)
+            return x.sub_(self._mean.to(x.device)).div_(self._std.to(x.device))
 
     # ---- fused implementation ------------------------------------------------------------
     def _fused(self, images: torch.Tensor) -> torch.Tensor:
@@ -175,7 +179,7 @@ class Augment(nn.Module):
                 x = x.mul_(fac).clamp_(0.0, 1.0)
             elif idx == 1:  # contrast: blend with the mean gray level of the image
                 if x.shape[1] == 3:
-                    mean = (x.mean((2, 3)) @ x.new_tensor(_GRAY)).view(b, 1, 1, 1)
+                    mean = (x.mean((2, 3)) @ self._luma.to(x.device)).view(b, 1, 1, 1)
                 else:
                     mean = x.mean((1, 2, 3), keepdim=True)
                 x = torch.lerp(mean.expand_as(x), x, fac).clamp_(0.0, 1.0)
@@ -184,7 +188,7 @@ class Augment(nn.Module):
                     x = torch.lerp(_gray(x).expand_as(x), x, fac).clamp_(0.0, 1.0)
             else:           # hue: rotate in HSV (RGB only)
                 if x.shape[1] == 3:
-                    x = torch.where(on.view(b, 1, 1, 1), _shift_hue(x, fac), x)
+                    x = torch.where(on.view(b, 1, 1, 1), _shift_hue(x, fac, self._hue_n.to(x.device)), x)
         return x
 
 
@@ -235,12 +239,13 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
     return (_GRAY[0] * r + _GRAY[1] * g + _GRAY[2] * b).unsqueeze(1)
 
 
-def _shift_hue(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+def _shift_hue(x: torch.Tensor, turns: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
     """Rotate the HSV hue of RGB `x` in [0,1] by `turns` (a fraction of the circle), keeping S and V.
 
     Same result as kornia's rgb_to_hsv -> add -> hsv_to_rgb (and torchvision's adjust_hue):
     hue in sixths h6 = [(g-b)/c, (b-r)/c + 2, (r-g)/c + 4][argmax] mod 6, and back with the
-    closed form channel_n = v - c * clamp(min(k, 4 - k), 0, 1), k = (n + h6) mod 6, n = 5, 3, 1.
+    closed form channel_n = v - c * clamp(min(k, 4 - k), 0, 1), k = (n + h6) mod 6, n = 5, 3, 1
+    (`n` is that (1,3,1,1) tensor, on x's device).
     """
     r, g, b = x.unbind(1)
     v, _ = x.max(1)
@@ -248,7 +253,6 @@ def _shift_hue(x: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
     safe = torch.where(c > 0, c, torch.ones_like(c))
     h6 = torch.where(v == r, (g - b) / safe, torch.where(v == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0))
     h6 = h6 + 6.0 * turns.view(-1, 1, 1)
-    n = x.new_tensor([5.0, 3.0, 1.0]).view(1, 3, 1, 1)
     k = torch.remainder(n + h6.unsqueeze(1), 6.0)
     return v.unsqueeze(1) - c.unsqueeze(1) * torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
 
