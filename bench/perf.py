@@ -47,6 +47,8 @@ FULL_TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "fashion-mnist": 60_0
                     "svhn": 73_257, "digits": 1_797}
 
 
+from bench.cli import _positive  # the CLI's positive-integer check, shared
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="simclr", help="method to time (default simclr; see `bench list methods`)")
     p.add_argument("--suite", default="fmnist-ci", help="suite whose data, backbone, augmentation and batch size "
@@ -78,16 +80,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", action="store_true", help="torch.profiler breakdown of harness steps "
                    "(augmentation / forward / backward / optimizer / other) and the top operators")
     p.add_argument("--json", type=Path, help="also write every number to this JSON file")
-
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
 
 
 # --------------------------------------------------------------------------------------------
