@@ -57,10 +57,15 @@ class AugConfig:
                 f"Grayscale(p={self.grayscale_p}), Blur(p={self.blur_p}), Solarize(p={self.solarize_p})")
 
 
-def normalize(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """uint8 (B,C,H,W) -> float, scaled to [0,1] and standardized per channel."""
-    m = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
+def normalize(images: torch.Tensor, mean: tuple[float, ...] | torch.Tensor,
+              std: tuple[float, ...] | torch.Tensor) -> torch.Tensor:
+    """uint8 (B,C,H,W) -> float, scaled to [0,1] and standardized per channel.
+
+    Pass mean/std as tensors already on the device in hot loops: building them from Python
+    numbers is a blocking host->device copy, i.e. a GPU synchronization, on every call.
+    """
+    m = torch.as_tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    s = torch.as_tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
     return (images.float() / 255.0 - m) / s
 
 
@@ -104,6 +109,20 @@ class Augment(nn.Module):
         self.register_buffer("_luma", torch.tensor(_GRAY, dtype=torch.float32), persistent=False)
         self.register_buffer("_hue_n", torch.tensor([5.0, 3.0, 1.0]).view(1, 3, 1, 1), persistent=False)
 
+    def _apply(self, fn, *args, **kwargs):
+        """kornia moves its random generators to the module's device on `.to()`; keep them on
+        the CPU. The per-sample parameters are a few hundred numbers: drawing them on the host
+        avoids the blocking copies and `.any()` checks that would synchronize with the GPU on
+        every batch, and gives the same draws on every device."""
+        out = super()._apply(fn, *args, **kwargs)
+        for op in self.ops:
+            op.set_rng_device_and_dtype(torch.device("cpu"), torch.float32)
+        return out
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """The un-augmented (clean) view, with the constants already on the device."""
+        return normalize(images, self._mean, self._std)
+
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         # Views are computed in float32 even inside the training loop's bf16 autocast region.
@@ -137,9 +156,11 @@ class Augment(nn.Module):
             on = jit["batch_prob"].float()
             cols += [on, jit["brightness_factor"], jit["contrast_factor"], jit["saturation_factor"], jit["hue_factor"]]
         cols.append(gray.float() if gray is not None else torch.zeros(b))
-        # kornia may draw some parameters on the device and the fallbacks live on the host:
-        # gather on the host, then one copy to the device
-        p = torch.stack([t.float().cpu() for t in cols], 1).to(dev, non_blocking=True)
+        # All drawn on the host (see _apply): one pinned, asynchronous copy to the device.
+        p_host = torch.stack([t.float().cpu() for t in cols], 1)
+        if dev.type == "cuda":
+            p_host = p_host.pin_memory()
+        p = p_host.to(dev, non_blocking=True)
         x0, x1, y0, y1, flip_on = p[:, 0], p[:, 1], p[:, 2], p[:, 3], p[:, 4]
 
         ry = _resize_matrix(y0, y1, self.size, h) * (1.0 / 255.0)  # (B, S, H), includes the /255
@@ -172,7 +193,7 @@ class Augment(nn.Module):
         keys = ("brightness_factor", "contrast_factor", "saturation_factor", "hue_factor")
         for idx in order:
             # kornia skips a step only when every factor of the batch is neutral (e.g. 1-channel hue)
-            if not bool((params[keys[idx]] != neutral[idx]).any()):
+            if not bool((params[keys[idx]].cpu() != neutral[idx]).any()):  # host-side: no GPU sync
                 continue
             fac = torch.where(on, f[:, 1 + idx], torch.full_like(f[:, 0], neutral[idx])).view(b, 1, 1, 1)
             if idx == 0:    # brightness: multiply

@@ -203,8 +203,9 @@ class Bare:
     """fwd + bwd + optimizer step on pre-made views: the bound any loop can at best reach."""
 
     def __init__(self, s: Setup, method: str, batch: int, aug_impl: str, pool: int = 4) -> None:
-        from bench.train import build_optimizer, make_views, scaled_lr
+        from bench.train import build_optimizer, make_views, prepare, scaled_lr, to_memory_format
         self.model, _, self.train_cfg, optim, aug_cfg = build(s.suite, method, s.info, s.device)
+        channels_last = prepare(self.model, self.train_cfg, s.device)  # as the harness does
         self.opt = build_optimizer(self.model, optim, scaled_lr(optim, batch))
         self.device = s.device
         self.amp = self.train_cfg.amp and s.device.type == "cuda"
@@ -214,7 +215,8 @@ class Bare:
         for i in range(pool):  # real augmented views, made before the clock starts
             xb = s.images[i * batch:(i + 1) * batch]
             yb = s.labels[i * batch:(i + 1) * batch]
-            self.batches.append(([v.contiguous() for v in make_views(self.model, xb, aug)], yb))
+            views = [v.contiguous() for v in make_views(self.model, xb, aug)]
+            self.batches.append((to_memory_format(views, channels_last), yb))
         self.views_per_step = batch * len(self.model.views)
         self.model.train()
         self.step = 0
@@ -329,8 +331,9 @@ class Plain:
     """The loop a lightly user writes: DataLoader(PIL + SimCLRTransform, 2 workers) -> model."""
 
     def __init__(self, s: Setup, method: str, batch: int, workers: int) -> None:
-        from bench.train import build_optimizer, scaled_lr
+        from bench.train import build_optimizer, prepare, scaled_lr
         self.model, _, train_cfg, optim, aug_cfg = build(s.suite, method, s.info, s.device)
+        self.channels_last = prepare(self.model, train_cfg, s.device)  # same model as (a), (b)
         self.opt = build_optimizer(self.model, optim, scaled_lr(optim, batch))
         self.device = s.device
         self.amp = train_cfg.amp and s.device.type == "cuda"
@@ -348,8 +351,9 @@ class Plain:
             yield from self.loader
 
     def _step(self) -> None:
+        from bench.train import to_memory_format
         views, yb = next(self.it)
-        views = [v.to(self.device, non_blocking=True) for v in views]
+        views = to_memory_format([v.to(self.device, non_blocking=True) for v in views], self.channels_last)
         yb = yb.to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             loss, _ = self.model.training_step(views, yb)

@@ -96,9 +96,31 @@ def make_views(method: Method, xb: torch.Tensor, aug: Augment) -> list[torch.Ten
             views.append(aug(xb))
         else:
             if clean is None:
-                clean = normalize(xb, aug.mean, aug.std)
+                clean = aug.normalize(xb)
             views.append(clean)
     return views
+
+
+def prepare(method: Method, cfg: TrainConfig, device: torch.device) -> bool:
+    """CUDA-only speedups that leave the maths unchanged; returns whether inputs go channels_last.
+
+    channels_last lets cuDNN run NHWC convolutions on the tensor cores without layout
+    transposes; `compile` compiles the backbone in place (`nn.Module.compile`), so parameter
+    names, state_dict and checkpoints are the same as without it.
+    """
+    if device.type != "cuda":
+        return False
+    if cfg.compile and not getattr(method.backbone, "_compiled_call_impl", None):
+        method.backbone.compile()
+    if cfg.channels_last:
+        method.to(memory_format=torch.channels_last)
+    return cfg.channels_last
+
+
+def to_memory_format(views: list[torch.Tensor], channels_last: bool) -> list[torch.Tensor]:
+    if not channels_last:
+        return views
+    return [v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for v in views]
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -148,6 +170,7 @@ def train(method: Method, images: torch.Tensor, labels: torch.Tensor, aug: Augme
     warmup_steps = steps_per_epoch * min(cfg.warmup_epochs, cfg.epochs)
     lr = scaled_lr(optim, global_batch)
     out.lr, out.steps_per_epoch, out.global_batch_size = lr, steps_per_epoch, global_batch
+    channels_last = prepare(method, cfg, device)
     optimizer = build_optimizer(method, optim, lr)
     model = wrap(method) if wrap else method
     ckpt_path, log_path = run_dir / CHECKPOINT, run_dir / LOG
@@ -170,6 +193,8 @@ def train(method: Method, images: torch.Tensor, labels: torch.Tensor, aug: Augme
                dynamic_ncols=True, leave=False, file=sys.stderr)
     log_file = _reopen_log(log_path, log_rows) if is_main else None
     writer = csv.DictWriter(log_file, fieldnames=list(log_rows[0]), extrasaction="ignore") if log_rows else None
+    writer_box = [writer]  # _record creates the writer at the first row of a fresh log
+    lag = device.type == "cuda"
     scope = contextlib.ExitStack()
     try:
         if world_size > 1:  # each rank: its slice of the global batch's augmentation draws
@@ -180,9 +205,9 @@ def train(method: Method, images: torch.Tensor, labels: torch.Tensor, aug: Augme
             gen = torch.Generator().manual_seed(epoch_seed(seed, epoch))
             order = torch.randperm(n, generator=gen)[: steps_per_epoch * global_batch]
             order = order.view(steps_per_epoch, world_size, per_rank)[:, rank].to(images.device)
-            t_epoch = time.perf_counter()
+            t_epoch = t_mark = time.perf_counter()
+            pending: _Pending | None = None
             for i in range(steps_per_epoch):
-                t0 = time.perf_counter()
                 idx = order[i]
                 xb = images.index_select(0, idx).to(device, non_blocking=True)
                 yb = labels.index_select(0, idx).to(device, non_blocking=True)
@@ -190,29 +215,35 @@ def train(method: Method, images: torch.Tensor, labels: torch.Tensor, aug: Augme
                 for g in optimizer.param_groups:
                     g["lr"] = lr * factor
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    views = make_views(method, xb, aug)
+                    views = to_memory_format(make_views(method, xb, aug), channels_last)
                     loss, logs = _step(model, views, yb)
-                loss_value = _global_mean(loss, world_size).item()  # every rank sees the same value
-                if not math.isfinite(loss_value):
-                    out.status = "diverged"
-                    out.reason = f"non-finite loss ({loss_value}) at step {step} (epoch {epoch})"
-                    out.step, out.epochs_done = step, epoch
-                    return _finish(out, elapsed, step, views_per_step, device)
+                current = _Pending.of(loss, logs, world_size, epoch + (i + 1) / steps_per_epoch, lr * factor)
+                # On the GPU the loss of step s is read while step s+1 is queued (one step of lag), so
+                # the host never waits for the device; on the CPU it is read at once.
+                ready, pending = (pending, current) if lag else (current, None)
+                if ready is not None:
+                    ready_step = step if ready is current else step - 1
+                    t_mark, loss_value = _record(ready, ready_step, t_mark, views_per_step,
+                                                 log_file, writer_box, bar if is_main else None)
+                    if not math.isfinite(loss_value):
+                        return _diverged(out, loss_value, ready_step, epoch,
+                                         elapsed + time.perf_counter() - t_epoch, views_per_step, device)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip > 0:
                     nn.utils.clip_grad_norm_(method.optimized_parameters(), cfg.grad_clip)
                 optimizer.step()
                 method.on_step_end(step, total_steps)
-                dt = time.perf_counter() - t0
-                elapsed += dt
                 step += 1
-                if is_main:
-                    row = {"step": step, "epoch": epoch + (i + 1) / steps_per_epoch, "lr": lr * factor,
-                           "loss": loss_value, **logs, "views_per_s": views_per_step / dt}
-                    writer = _write_row(log_file, writer, row)
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
+            if pending is not None:  # the epoch's last step, before its checkpoint
+                t_mark, loss_value = _record(pending, step - 1, t_mark, views_per_step, log_file, writer_box,
+                                             bar if is_main else None)
+                if not math.isfinite(loss_value):
+                    return _diverged(out, loss_value, step - 1, epoch, elapsed + time.perf_counter() - t_epoch,
+                                     views_per_step, device)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            elapsed += time.perf_counter() - t_epoch  # wall time of the epoch's steps, device included
             if is_main:
                 log_file.flush()
                 save_checkpoint(ckpt_path, {"spec_hash": spec_hash, "epoch": epoch + 1, "step": step,
@@ -240,6 +271,65 @@ def _step(model: nn.Module, views: list[torch.Tensor], labels: torch.Tensor):
     if isinstance(model, Method):
         return model.training_step(views, labels)
     return model(views, labels)
+
+
+@dataclass
+class _Pending:
+    """One step's loss and logged terms, copied to the host without waiting for the device."""
+    epoch: float
+    lr: float
+    keys: list[str]
+    values: torch.Tensor               # on the host (filled once `event` has completed)
+    event: "torch.cuda.Event | None"
+    floats: dict[str, float]
+
+    @classmethod
+    def of(cls, loss: torch.Tensor, logs: dict, world_size: int, epoch: float, lr: float) -> "_Pending":
+        tensors = {"loss": loss}
+        floats = {}
+        for k, v in logs.items():
+            if torch.is_tensor(v):
+                tensors[k] = v
+            else:
+                floats[k] = float(v)
+        packed = torch.stack([t.detach().float().reshape(()) for t in tensors.values()])
+        packed = _global_mean(packed, world_size)  # every rank sees the same values
+        event = None
+        if packed.is_cuda:
+            host = packed.to("cpu", non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+        else:
+            host = packed
+        return cls(epoch, lr, list(tensors), host, event, floats)
+
+    def read(self) -> dict[str, float]:
+        if self.event is not None:
+            self.event.synchronize()
+        return {**dict(zip(self.keys, self.values.tolist())), **self.floats}
+
+
+def _record(p: _Pending, step: int, t_mark: float, views_per_step: int, log_file, writer_box: list,
+            bar) -> tuple[float, float]:
+    """Read step `step` (0-based) and log it; returns (now, its loss). views/s is measured
+    between consecutive reads, i.e. the loop's steady-state rate on any device."""
+    values = p.read()
+    now = time.perf_counter()
+    if bar is not None and math.isfinite(values["loss"]):
+        row = {"step": step + 1, "epoch": p.epoch, "lr": p.lr, **values,
+               "views_per_s": views_per_step / max(now - t_mark, 1e-9)}
+        writer_box[0] = _write_row(log_file, writer_box[0], row)
+        bar.update(1)
+        bar.set_postfix(loss=f"{values['loss']:.4f}", refresh=False)
+    return now, values["loss"]
+
+
+def _diverged(out: TrainOutcome, loss_value: float, step: int, epoch: int, elapsed: float,
+              views_per_step: int, device: torch.device) -> TrainOutcome:
+    out.status = "diverged"
+    out.reason = f"non-finite loss ({loss_value}) at step {step} (epoch {epoch})"
+    out.epochs_done = epoch
+    return _finish(out, elapsed, step, views_per_step, device)
 
 
 def _finish(out: TrainOutcome, elapsed: float, step: int, views_per_step: int, device: torch.device) -> TrainOutcome:

@@ -27,7 +27,7 @@ from torch import nn
 
 from bench.backbones import Backbone
 from methods.autoencoder import LatentDecoder, decoder_size
-from methods.base import CLEAN, DataInfo, Method, OptimConfig, register
+from methods.base import CLEAN, DataInfo, Method, OptimConfig, register, Logs
 
 
 def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -90,7 +90,7 @@ class AAE(Method):
         """Deterministic latent code in [-1, 1]^d."""
         return self.head(self.backbone(x))
 
-    def training_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def training_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, Logs]:
         (x,) = views
         z = self.code(x)
         # 1) regularization phase, discriminator: prior samples are "real", codes are "fake"
@@ -107,8 +107,8 @@ class AAE(Method):
         g_loss = generator_loss(torch.func.functional_call(self.discriminator, frozen, (z,)))
         loss = recon + self.cfg.adv_weight * g_loss
         d_acc = 0.5 * ((real_logits > 0).float().mean() + (fake_logits < 0).float().mean())
-        r, g, d, a = torch.stack([recon, g_loss, d_loss, d_acc]).detach().tolist()  # one device sync
-        return loss, {"recon": r, "adv_g": g, "adv_d": d, "disc_acc": a}
+        return loss, {"recon": recon.detach(), "adv_g": g_loss.detach(), "adv_d": d_loss.detach(),
+                      "disc_acc": d_acc.detach()}
 
     def optimized_parameters(self) -> list[nn.Parameter]:
         """Everything but the discriminator, which `disc_opt` updates inside training_step."""

@@ -20,7 +20,7 @@ import torch
 
 from bench.backbones import Backbone
 from methods.autoencoder import GaussianHead, LatentDecoder, decoder_size, gaussian_nll, kl_standard_normal, sample_gaussian
-from methods.base import AUGMENTED, CLEAN, DataInfo, Method, OptimConfig, register
+from methods.base import AUGMENTED, CLEAN, DataInfo, Method, OptimConfig, register, Logs
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class AASAE(Method):
         width, blocks, head_width = decoder_size(cfg.decoder_width, cfg.decoder_blocks, cfg.decoder_head_width, h)
         self.decoder = LatentDecoder(cfg.latent_dim, width, data.size, data.channels, blocks, head_width)
 
-    def training_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def training_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, Logs]:
         augmented, clean = views
         # q(z | augmented view): the encoder never sees the image it must reconstruct
         mu, logvar = self.head(self.backbone(augmented))
@@ -60,8 +60,7 @@ class AASAE(Method):
         nll = gaussian_nll(x_hat, clean, self.cfg.log_scale)
         kl = kl_standard_normal(mu, std)
         loss = (self.cfg.kl_coeff * kl + nll).mean()
-        nll_mean, kl_mean = torch.stack([nll.mean(), kl.mean()]).tolist()  # one device sync
-        return loss, {"nll": nll_mean, "kl": kl_mean}
+        return loss, {"nll": nll.mean().detach(), "kl": kl.mean().detach()}
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:

@@ -23,10 +23,14 @@ def gaussian_nll(x_hat: torch.Tensor, target: torch.Tensor, log_scale: float | t
     sigma = exp(log_scale / 2) + 1e-6 (the official code's parametrisation; log_scale fixed
     at 0 gives sigma ~ 1, i.e. 0.5 * squared error + 0.5 * log(2 pi) per pixel).
     """
-    log_scale = torch.as_tensor(log_scale, dtype=torch.float32, device=x_hat.device)
-    sigma = torch.exp(log_scale / 2) + 1e-6
+    if isinstance(log_scale, torch.Tensor):  # learnable scale
+        sigma = torch.exp(log_scale.float() / 2) + 1e-6
+        log_sigma = torch.log(sigma)
+    else:  # a Python number stays on the host: no host->device copy (GPU sync) per step
+        sigma = math.exp(log_scale / 2) + 1e-6
+        log_sigma = math.log(sigma)
     err = (target.float() - x_hat.float()) / sigma
-    nll = 0.5 * err.pow(2) + torch.log(sigma) + 0.5 * math.log(2 * math.pi)
+    nll = 0.5 * err.pow(2) + log_sigma + 0.5 * math.log(2 * math.pi)
     return nll.flatten(1).sum(1)
 
 

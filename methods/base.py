@@ -19,6 +19,8 @@ from bench.registry import Registry
 AUGMENTED = "augmented"  # a fresh draw of the suite's augmentation pipeline
 CLEAN = "clean"          # the un-augmented, normalized image
 
+Logs = dict[str, "torch.Tensor | float"]  # what training_step logs besides the loss
+
 
 @dataclass(frozen=True)
 class OptimConfig:
@@ -62,7 +64,9 @@ class Method(nn.Module):
         """What exactly ran (e.g. MAE on a CNN runs masked-input reconstruction)."""
         return self.name
 
-    def training_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def training_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, Logs]:
+        """(loss to minimize, terms to log). Logged terms are detached 0-dim tensors (or Python
+        numbers): the loop reads them one step later, so logging never stalls the GPU."""
         raise NotImplementedError
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:

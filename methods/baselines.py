@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from bench.backbones import Backbone
-from methods.base import AUGMENTED, CLEAN, DataInfo, Method, OptimConfig, register
+from methods.base import AUGMENTED, CLEAN, DataInfo, Method, OptimConfig, register, Logs
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,8 @@ class Supervised(Method):
         self.head = nn.Linear(backbone.num_features, data.num_classes)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
-    def training_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def training_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, Logs]:
         logits = self.head(self.backbone(views[0]))
         loss = self.criterion(logits, labels)
-        acc = (logits.argmax(1) == labels).float().mean().item()
-        return loss, {"ce": loss.item(), "train_acc": acc}
+        acc = (logits.argmax(1) == labels).float().mean()
+        return loss, {"ce": loss.detach(), "train_acc": acc}

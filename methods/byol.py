@@ -24,7 +24,7 @@ from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 
 from bench.backbones import Backbone
-from methods.base import AUGMENTED, DataInfo, Method, OptimConfig, register
+from methods.base import AUGMENTED, DataInfo, Method, OptimConfig, register, Logs
 
 
 @dataclass(frozen=True)
@@ -59,14 +59,14 @@ class BYOL(Method):
         self.criterion = NegativeCosineSimilarity()
         self.momentum = cfg.momentum_start
 
-    def training_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def training_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, Logs]:
         x = torch.cat(views)  # both views in one pass per network
         p0, p1 = self.prediction(self.projection(self.backbone(x))).chunk(2)
         with torch.no_grad():
             z0, z1 = self.projection_momentum(self.backbone_momentum(x)).chunk(2)
         # each view's online prediction regresses the target projection of the other view
         loss = 0.5 * (self.criterion(p0, z1) + self.criterion(p1, z0))
-        return loss, {"neg_cosine": loss.item(), "momentum": self.momentum}
+        return loss, {"neg_cosine": loss.detach(), "momentum": self.momentum}
 
     @torch.no_grad()
     def on_step_end(self, step: int, total_steps: int) -> None:

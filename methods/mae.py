@@ -30,7 +30,7 @@ from torch import nn
 
 from bench.backbones import Backbone
 from methods.autoencoder import ResidualUpsampler, decoder_size, masked_patch_loss
-from methods.base import AUGMENTED, DataInfo, Method, OptimConfig, register
+from methods.base import AUGMENTED, DataInfo, Method, OptimConfig, register, Logs
 
 
 @dataclass(frozen=True)
@@ -94,11 +94,11 @@ class MAE(Method):
     def variant(self) -> str:
         return "mae" if self.is_vit else "mae (masked-input reconstruction, CNN)"
 
-    def training_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def training_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, Logs]:
         x = views[0]
         pred, mask = self._predict(x)
         loss = masked_patch_loss(pred, utils.patchify(x, self.patch), mask, self.cfg.norm_pix_loss)
-        return loss, {"masked_mse": loss.item()}
+        return loss, {"masked_mse": loss.detach()}
 
     def _predict(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Predicted pixels for every patch (B, L, p*p*C) and the mask (B, L), 1 = masked."""

@@ -16,7 +16,7 @@ from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 
 from bench.backbones import Backbone
-from methods.base import AUGMENTED, DataInfo, Method, OptimConfig, register
+from methods.base import AUGMENTED, DataInfo, Method, OptimConfig, register, Logs
 
 
 @dataclass(frozen=True)
@@ -43,10 +43,10 @@ class SimCLR(Method):
         self.projection = SimCLRProjectionHead(d, cfg.proj_hidden_dim or d, cfg.proj_output_dim)
         self.criterion = NTXentLoss(temperature=cfg.temperature, gather_distributed=cfg.gather_distributed)
 
-    def training_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def training_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, Logs]:
         x1, x2 = views
         # one backbone pass over both views keeps BatchNorm statistics shared, as in the paper
         z = self.projection(self.backbone(torch.cat([x1, x2])))
         z1, z2 = z.chunk(2)
         loss = self.criterion(z1, z2)
-        return loss, {"ntxent": loss.item()}
+        return loss, {"ntxent": loss.detach()}

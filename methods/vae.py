@@ -18,7 +18,7 @@ import torch
 
 from bench.backbones import Backbone
 from methods.autoencoder import GaussianHead, LatentDecoder, decoder_size, gaussian_nll, kl_standard_normal, sample_gaussian
-from methods.base import CLEAN, DataInfo, Method, OptimConfig, register
+from methods.base import CLEAN, DataInfo, Method, OptimConfig, register, Logs
 
 
 @dataclass(frozen=True)
@@ -48,14 +48,14 @@ class VAE(Method):
         width, blocks, head_width = decoder_size(cfg.decoder_width, cfg.decoder_blocks, cfg.decoder_head_width, h)
         self.decoder = LatentDecoder(cfg.latent_dim, width, data.size, data.channels, blocks, head_width)
 
-    def training_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def training_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, Logs]:
         (x,) = views
         mu, logvar = self.head(self.backbone(x))
         z, std = sample_gaussian(mu, logvar)          # reparameterisation trick
         nll = gaussian_nll(self.decoder(z), x, self.cfg.log_scale)
         kl = kl_standard_normal(mu, std)
         loss = (nll + self.cfg.kl_coeff * kl).mean()  # negative (beta-)ELBO
-        nll_mean, kl_mean = torch.stack([nll.mean(), kl.mean()]).tolist()  # one device sync
+        nll_mean, kl_mean = nll.mean().detach(), kl.mean().detach()
         return loss, {"nll": nll_mean, "kl": kl_mean, "elbo": -(nll_mean + kl_mean)}
 
     @torch.no_grad()

@@ -26,7 +26,7 @@ from lightly.loss.vicreg_loss import invariance_loss
 from lightly.models.modules import BarlowTwinsProjectionHead
 
 from bench.backbones import Backbone
-from methods.base import AUGMENTED, DataInfo, Method, OptimConfig, register
+from methods.base import AUGMENTED, DataInfo, Method, OptimConfig, register, Logs
 
 
 @dataclass(frozen=True)
@@ -57,10 +57,10 @@ class VICReg(Method):
         self.criterion = VICRegLoss(lambda_param=cfg.sim_weight, mu_param=cfg.var_weight, nu_param=cfg.cov_weight,
                                     gather_distributed=cfg.gather_distributed)
 
-    def training_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def training_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, Logs]:
         x1, x2 = views
         z1, z2 = self.expander(self.backbone(torch.cat([x1, x2]))).chunk(2)
         loss = self.criterion(z1, z2)
         with torch.no_grad():  # invariance and per-dimension std for the log (collapse shows as std -> 0)
-            inv, std = torch.stack([invariance_loss(z1, z2), z1.float().std(0).mean()]).tolist()
-        return loss, {"vicreg": loss.item(), "invariance": inv, "embedding_std": std}
+            inv, std = invariance_loss(z1, z2), z1.float().std(0).mean()
+        return loss, {"vicreg": loss.detach(), "invariance": inv, "embedding_std": std}
