@@ -362,6 +362,17 @@ def _cell(row: pd.Series, c: str) -> str:
     return f"<td class='num'>{text}{rank_html}</td>"
 
 
+def variant_suffix(method: Any, variant: Any) -> str:
+    """What to print after a method's label: nothing when the variant is the method itself, the
+    variant's own words when it already names the method ("mae (masked-input ..., CNN)")."""
+    method, variant = str(method), str(variant or "")
+    if not variant or variant == method:
+        return ""
+    if variant.startswith(method + " (") and variant.endswith(")"):
+        return " " + variant[len(method):].strip()
+    return f" ({variant})"
+
+
 def _method_cell(row: pd.Series) -> str:
     name = f"<strong>{esc(row['label'])}</strong>"
     if row.get("variant") and str(row["variant"]) != str(row["method"]):
@@ -648,7 +659,7 @@ def recon_html(rep: Report) -> str:
             p = Path(str(r["_dir"])) / "recon.png" if isinstance(r["_dir"], str) else None
             if p is not None and p.is_file():
                 parts.append(f"<figure data-method='{esc(r['method'])}'>{_img(p.read_bytes(), f'reconstructions of {label}', 'recon')}"
-                             f"<figcaption>{esc(label)}{'' if r['variant'] == r['method'] else ' (' + esc(r['variant']) + ')'}, seed {esc(r['seed'])}: "
+                             f"<figcaption>{esc(label)}{esc(variant_suffix(r['method'], r['variant']))}, seed {esc(r['seed'])}: "
                              "test images (top row) over their reconstructions (bottom row)</figcaption></figure>")
                 break
         else:
@@ -766,7 +777,7 @@ def render_markdown(rep: Report) -> str:
     head = ["method", "paradigm", "n"] + [rep.names[c] for c in rep.cols]
     rows = []
     for _, r in rep.board.iterrows():
-        cells = [md_escape(r["label"]) + (f" ({md_escape(r['variant'])})" if r["variant"] != r["method"] and r["variant"] else "")
+        cells = [md_escape(r["label"] + variant_suffix(r["method"], r["variant"]))
                  + (f" — {int(r['failed'])} failed" if r["failed"] else ""),
                  md_escape(r["paradigm"]), str(int(r["n"]))]
         for col in rep.cols:
