@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 import torch
 
+from bench.cli import _positive  # the CLI's positive-integer check, shared
 from bench.errors import UserError
 
 TARGETS = {  # issue #6, for SimCLR on the fmnist-ci backbone on 2 CPU cores
@@ -46,8 +47,6 @@ TARGETS = {  # issue #6, for SimCLR on the fmnist-ci backbone on 2 CPU cores
 FULL_TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "fashion-mnist": 60_000, "stl10": 105_000,
                     "svhn": 73_257, "digits": 1_797}
 
-
-from bench.cli import _positive  # the CLI's positive-integer check, shared
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", default="simclr", help="method to time (default simclr; see `bench list methods`)")
