@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from bench.augment import Augment, normalize
+from bench.augment import Augment
 from bench.errors import UserError
 from bench.suites import TrainConfig
 from methods.base import AUGMENTED, Method, OptimConfig
