@@ -193,8 +193,23 @@ def train(method: Method, images: torch.Tensor, labels: torch.Tensor, aug: Augme
                dynamic_ncols=True, leave=False, file=sys.stderr)
     log_file = _reopen_log(log_path, log_rows) if is_main else None
     writer = csv.DictWriter(log_file, fieldnames=list(log_rows[0]), extrasaction="ignore") if log_rows else None
-    writer_box = [writer]  # _record creates the writer at the first row of a fresh log
     lag = device.type == "cuda"
+
+    def read(p: _Pending, step_index: int) -> float:
+        """Read step `step_index` (0-based) and log it on the main rank; returns its loss.
+        views/s is measured between consecutive reads: the loop's steady rate on any device."""
+        nonlocal t_mark, writer
+        values = p.read()
+        now = time.perf_counter()
+        if is_main and math.isfinite(values["loss"]):
+            row = {"step": step_index + 1, "epoch": p.epoch, "lr": p.lr, **values,
+                   "views_per_s": views_per_step / max(now - t_mark, 1e-9)}
+            writer = _write_row(log_file, writer, row)
+            bar.update(1)
+            bar.set_postfix(loss=f"{values['loss']:.4f}", refresh=False)
+        t_mark = now
+        return values["loss"]
+
     scope = contextlib.ExitStack()
     try:
         if world_size > 1:  # each rank: its slice of the global batch's augmentation draws
@@ -223,8 +238,7 @@ def train(method: Method, images: torch.Tensor, labels: torch.Tensor, aug: Augme
                 ready, pending = (pending, current) if lag else (current, None)
                 if ready is not None:
                     ready_step = step if ready is current else step - 1
-                    t_mark, loss_value = _record(ready, ready_step, t_mark, views_per_step,
-                                                 log_file, writer_box, bar if is_main else None)
+                    loss_value = read(ready, ready_step)
                     if not math.isfinite(loss_value):
                         return _diverged(out, loss_value, ready_step, epoch,
                                          elapsed + time.perf_counter() - t_epoch, views_per_step, device)
@@ -236,8 +250,7 @@ def train(method: Method, images: torch.Tensor, labels: torch.Tensor, aug: Augme
                 method.on_step_end(step, total_steps)
                 step += 1
             if pending is not None:  # the epoch's last step, before its checkpoint
-                t_mark, loss_value = _record(pending, step - 1, t_mark, views_per_step, log_file, writer_box,
-                                             bar if is_main else None)
+                loss_value = read(pending, step - 1)
                 if not math.isfinite(loss_value):
                     return _diverged(out, loss_value, step - 1, epoch, elapsed + time.perf_counter() - t_epoch,
                                      views_per_step, device)
@@ -307,21 +320,6 @@ class _Pending:
         if self.event is not None:
             self.event.synchronize()
         return {**dict(zip(self.keys, self.values.tolist())), **self.floats}
-
-
-def _record(p: _Pending, step: int, t_mark: float, views_per_step: int, log_file, writer_box: list,
-            bar) -> tuple[float, float]:
-    """Read step `step` (0-based) and log it; returns (now, its loss). views/s is measured
-    between consecutive reads, i.e. the loop's steady-state rate on any device."""
-    values = p.read()
-    now = time.perf_counter()
-    if bar is not None and math.isfinite(values["loss"]):
-        row = {"step": step + 1, "epoch": p.epoch, "lr": p.lr, **values,
-               "views_per_s": views_per_step / max(now - t_mark, 1e-9)}
-        writer_box[0] = _write_row(log_file, writer_box[0], row)
-        bar.update(1)
-        bar.set_postfix(loss=f"{values['loss']:.4f}", refresh=False)
-    return now, values["loss"]
 
 
 def _diverged(out: TrainOutcome, loss_value: float, step: int, epoch: int, elapsed: float,
