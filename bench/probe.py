@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from bench.lbfgs import LBFGS
+
 # ssl-transfer searches torch.logspace(-6, 5, 45) (quarter-decade steps); we keep the same endpoints
 # and every other point (half-decade steps, 23 values) to halve the search cost. Note the units
 # differ: ssl-transfer's values are sklearn's 1/C, a penalty on the SUM of losses, while ours
@@ -50,8 +52,9 @@ class ProbeResult:
         return {
             "classifier": "multinomial logistic regression, L2 penalty on weights (bias unpenalized)",
             "objective": "mean cross-entropy + l2/2 * ||W||^2",
-            "solver": "torch.optim.LBFGS full batch, line_search_fn=strong_wolfe, float32 "
-            "(loss summed in float64)",
+            "solver": "full-batch L-BFGS (bench.lbfgs: compact inverse-Hessian form; Wolfe line "
+            "search, approximate Wolfe once loss differences reach rounding), float32 matmuls, "
+            "float64 parameters and loss sum",
             "path": "grid solved from largest to smallest l2, each warm-started from the previous "
             "solution with the L-BFGS memory carried over",
             "history_size": _HISTORY,
@@ -82,70 +85,89 @@ def _standardizer(x: Tensor) -> tuple[Tensor, Tensor]:
 
 class _LogRegPath:
     """Solves ``mean CE + l2/2 ||W||^2`` for a sequence of l2 values on fixed data, one L-BFGS
-    optimizer throughout: its curvature memory carries over from one l2 to the next."""
+    throughout: its curvature memory carries over from one l2 to the next."""
 
     def __init__(self, x: Tensor, y: Tensor, num_classes: int, max_iter: int, tol: float,
                  init: tuple[Tensor, Tensor] | None = None) -> None:
-        self.x = x.float()
+        self.x = x.float().contiguous()
         self.n, d = self.x.shape
-        self.xt = self.x.T.contiguous()
-        # Class-major layout (K, N): (K,D)@(D,N) and (K,N)@(N,D) are several times faster on CPU
-        # than the (N,K) layout with only K=10 output columns.
-        self.onehot = F.one_hot(y.to(self.x.device, torch.long), num_classes).T.float().contiguous()
+        self.k, self.nw = num_classes, num_classes * d
+        self.max_iter, self.tol = max_iter, tol
+        # Sample-major (N, K) logits: x @ W and resid.T @ x are the fastest layouts for K ~ 10
+        # output columns on CPU BLAS (measured: ~1.4 and ~2 ms at 8000 x 256 on 2 cores).
+        self.y = y.to(self.x.device, torch.long)[:, None]
+        self.onehot = F.one_hot(self.y[:, 0], num_classes).float()
+        self.grad = torch.empty(self.nw + num_classes, device=self.x.device)
         if init is None:
-            self.wt = torch.zeros(num_classes, d, device=self.x.device)
+            wt = torch.zeros(num_classes, d, device=self.x.device)
             # Intercepts at the log class frequencies: the exact optimum when W = 0, so strongly
             # regularized fits start converged in b (unpenalized, hence badly scaled against W).
-            counts = self.onehot.sum(1)
-            self.b = counts.clamp_min(0.5).div(self.n).log()
+            b = self.onehot.sum(0).clamp_min(0.5).div(self.n).log()
         else:
-            self.wt = init[0].T.to(self.x).contiguous().clone()
-            self.b = init[1].to(self.x).clone()
-        self.opt = torch.optim.LBFGS(
-            [self.wt, self.b], lr=1.0, max_iter=max_iter, tolerance_grad=tol, tolerance_change=1e-9,
-            history_size=_HISTORY, line_search_fn="strong_wolfe",
-        )
+            wt, b = init[0].T.to(self.x), init[1].to(self.x)
+        # Parameters and optimizer state in float64 (2.6k numbers: free); the GEMMs in float32.
+        self.theta = torch.cat([wt.reshape(-1), b]).double()
+        self.opt = LBFGS(history=_HISTORY)
         self.l2: float | None = None
+        # Preconditioner basis: the principal axes of the features. Along them the Hessian of the
+        # mean CE is nearly diagonal, and its diagonal costs one GEMM (see _set_preconditioner).
+        _, basis = torch.linalg.eigh((self.x.T @ self.x).double() / self.n)
+        self.basis = basis.float()
+        self.x_rot_sq = (self.x @ self.basis).pow_(2)  # (N, D) squared coordinates along the axes
 
     @torch.no_grad()
-    def _closure(self) -> Tensor:
-        # Analytic gradient: no autograd graph, the closure runs a few hundred times per search.
-        wt, l2 = self.wt, self.l2
-        logp = torch.addmm(self.b[:, None], wt, self.xt).log_softmax(0)
+    def _objective(self, theta: Tensor) -> tuple[float, Tensor]:
+        # Analytic gradient: no autograd graph, this runs a few hundred times per search.
+        l2, nw = self.l2, self.nw
+        th = theta.float()
+        wt = th[:nw].view(self.k, -1)
+        logp = torch.addmm(th[nw:], self.x, wt.T).log_softmax(1)
         # Loss summed in float64: the line search compares losses, and a float32 mean CE (ulp ~2e-7)
         # hides the last decreases, so near tol the search stalls with the gradient still too big.
-        ce = -(logp * self.onehot).sum(dtype=torch.float64) / self.n
-        loss = ce + 0.5 * l2 * wt.pow(2).sum(dtype=torch.float64)
-        resid = logp.exp_().sub_(self.onehot)  # softmax - onehot
-        wt.grad = torch.addmm(wt, resid, self.x, beta=l2, alpha=1.0 / self.n)
-        self.b.grad = resid.sum(1).div_(self.n)
-        return loss
+        ce = -logp.gather(1, self.y).sum(dtype=torch.float64) / self.n
+        loss = ce + 0.5 * l2 * theta[:nw].pow(2).sum()
+        resid = logp.exp_().sub_(self.onehot)  # softmax - onehot, (N, K)
+        grad = self.grad  # written in place: no concatenation per call
+        torch.addmm(wt, resid.T, self.x, beta=l2, alpha=1.0 / self.n, out=grad[:nw].view(self.k, -1))
+        torch.sum(resid, 0, out=grad[nw:]).div_(self.n)
+        return float(loss), grad.double()
 
     def _shift_memory(self, delta: float) -> None:
         """Turn the L-BFGS memory of the previous l2 into that of ``previous + delta``: the objectives
-        differ by ``delta/2 ||W||^2``, so every stored gradient moves by ``delta * W`` and every
-        gradient difference by ``delta * s`` (exactly). The first step for the new l2 is then a
-        quasi-Newton predictor along the solution path instead of a restart. Relies on LBFGS's
-        state layout; where that is absent the optimizer restarts from the current point. A stale
-        pair (LBFGS can stop before stepping) costs iterations only: the line search still checks."""
-        st = self.opt.state[self.wt]
-        if any(st.get(k) is None for k in ("d", "t", "old_dirs", "old_stps", "prev_flat_grad")):
-            st.clear()
+        differ by ``delta/2 ||W||^2``, so every gradient difference moves by ``delta * s`` (exactly,
+        W part only). The first step for the new l2 is then a quasi-Newton predictor along the
+        solution path instead of a restart."""
+        if self.opt.S is None:
             return
-        nw = self.wt.numel()  # flat layout: W (row-major) then b; only W is penalized
-        prev_w = self.wt.reshape(-1) - st["t"] * st["d"][:nw]  # where prev_flat_grad was taken
-        st["prev_flat_grad"][:nw].add_(prev_w, alpha=delta)
-        pairs = []
-        for y, s_ in zip(st["old_dirs"], st["old_stps"]):
-            y[:nw].add_(s_[:nw], alpha=delta)
-            ys = float(y.dot(s_))
-            if ys > 1e-10:  # the same curvature test LBFGS applies to new pairs
-                pairs.append((y, s_, 1.0 / ys))
-        st["old_dirs"] = [p[0] for p in pairs]
-        st["old_stps"] = [p[1] for p in pairs]
-        st["ro"] = [p[2] for p in pairs]
-        # LBFGS adds the pair (new grad - shifted prev grad, last step) itself on its first iteration.
-        st["H_diag"] = 1.0 / (pairs[-1][2] * float(pairs[-1][0].dot(pairs[-1][0]))) if pairs else 1.0
+        y = self.opt.Y.clone()
+        y[:, : self.nw] += delta * self.opt.S[:, : self.nw]
+        self.opt.set_memory(self.opt.S, y)
+
+    @torch.no_grad()
+    def _set_preconditioner(self) -> None:
+        """L-BFGS's initial inverse Hessian for this l2, from the current solution: per class k and
+        principal axis u_j, 1 / (mean_n p_nk (1 - p_nk) (x_n . u_j)^2 + l2), i.e. the inverse of the
+        Hessian's diagonal in that basis (exact up to the cross terms). Along the solution path the
+        weakly penalized end is badly conditioned; this cuts its L-BFGS iterations ~4x (measured on
+        8000 x 256 features: 233 vs ~1270 evaluations for a 10-point grid, and converged)."""
+        nw, k = self.nw, self.k
+        th = self.theta.float()
+        p = torch.addmm(th[nw:], self.x, th[:nw].view(k, -1).T).softmax(1)
+        v = p * (1 - p)  # (N, K): diagonal of each sample's softmax Hessian
+        h_w = torch.addmm(torch.full((k, self.x.shape[1]), self.l2, device=v.device), v.T,
+                          self.x_rot_sq, alpha=1.0 / self.n)
+        h_b = v.mean(0)
+        # floors: null directions of the data (dead features) with l2 = 0 have no curvature at all
+        h_w = h_w.clamp_min(1e-6 * float(h_w.max()) + 1e-30)
+        h_b = h_b.clamp_min(1e-6 * float(h_b.max()) + 1e-30)
+        basis = self.basis
+
+        def apply(vec: Tensor) -> Tensor:
+            w = vec[:nw].view(k, -1).float()
+            w = ((w @ basis) / h_w) @ basis.T
+            return torch.cat([w.reshape(-1), vec[nw:].float() / h_b]).to(vec.dtype)
+
+        self.opt.precond = apply
 
     def solve(self, l2: float) -> tuple[Tensor, Tensor]:
         """Minimize for ``l2`` starting from the current solution; returns copies ``(W (D,K), b)``."""
@@ -154,8 +176,10 @@ class _LogRegPath:
         if self.l2 is not None and l2 != self.l2:
             self._shift_memory(l2 - self.l2)
         self.l2 = float(l2)
-        self.opt.step(self._closure)
-        return self.wt.T.clone(), self.b.clone()
+        self._set_preconditioner()
+        self.theta, _, _ = self.opt.minimize(self._objective, self.theta, self.max_iter, self.tol)
+        w = self.theta[: self.nw].view(self.k, -1).T.float().clone()
+        return w, self.theta[self.nw:].float().clone()
 
 
 def fit_logreg(
