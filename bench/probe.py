@@ -53,8 +53,9 @@ class ProbeResult:
             "classifier": "multinomial logistic regression, L2 penalty on weights (bias unpenalized)",
             "objective": "mean cross-entropy + l2/2 * ||W||^2",
             "solver": "full-batch L-BFGS (bench.lbfgs: compact inverse-Hessian form; Wolfe line "
-            "search, approximate Wolfe once loss differences reach rounding), float32 matmuls, "
-            "float64 parameters and loss sum",
+            "search, approximate Wolfe once loss differences reach rounding), initial inverse "
+            "Hessian = the inverse Hessian diagonal in the features' principal axes, set per l2; "
+            "float32 matmuls, float64 parameters and loss sum",
             "path": "grid solved from largest to smallest l2, each warm-started from the previous "
             "solution with the L-BFGS memory carried over",
             "history_size": _HISTORY,
