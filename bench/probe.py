@@ -149,8 +149,8 @@ class _LogRegPath:
         """L-BFGS's initial inverse Hessian for this l2, from the current solution: per class k and
         principal axis u_j, 1 / (mean_n p_nk (1 - p_nk) (x_n . u_j)^2 + l2), i.e. the inverse of the
         Hessian's diagonal in that basis (exact up to the cross terms). Along the solution path the
-        weakly penalized end is badly conditioned; this cuts its L-BFGS iterations ~4x (measured on
-        8000 x 256 features: 233 vs ~1270 evaluations for a 10-point grid, and converged)."""
+        weakly penalized end is badly conditioned; measured on 8000 x 256 features, 10-point grid:
+        153 instead of 1,118 evaluations, and every point now reaches tol (docs/performance.md)."""
         nw, k = self.nw, self.k
         th = self.theta.float()
         p = torch.addmm(th[nw:], self.x, th[:nw].view(k, -1).T).softmax(1)
