@@ -59,11 +59,11 @@ class LBFGS:
         if self.S is None:
             self.S, self.Y, self.SY = s[None].clone(), y[None].clone(), s.dot(y).reshape(1, 1)
             return
-        keep = self.history - 1
-        self.S = torch.cat([self.S[-keep:], s[None]])
-        self.Y = torch.cat([self.Y[-keep:], y[None]])
+        old = max(0, len(self.S) - self.history + 1)  # pairs to drop so that `history` remain
+        self.S = torch.cat([self.S[old:], s[None]])
+        self.Y = torch.cat([self.Y[old:], y[None]])
         # one new row and column instead of recomputing S @ Y.T (float64 GEMMs are slow on CPU)
-        sy = torch.cat([self.SY[-keep:, -keep:], (self.S[:-1] @ y)[:, None]], 1)
+        sy = torch.cat([self.SY[old:, old:], (self.S[:-1] @ y)[:, None]], 1)
         self.SY = torch.cat([sy, (self.Y @ s)[None]], 0)
 
     def direction(self, g: Tensor) -> Tensor:

@@ -43,13 +43,21 @@ def test_compact_direction_equals_two_loop(with_precond):
     assert torch.allclose(opt.direction(grad), _two_loop(s, y, grad, h0), atol=1e-10)
 
 
-def test_memory_keeps_the_newest_pairs_and_drops_bad_ones():
+@pytest.mark.parametrize("history", [1, 4])
+def test_memory_keeps_the_newest_pairs(history):
+    s, y, _ = _pairs(m=9)
+    opt = LBFGS(history=history)
+    for si, yi in zip(s, y):
+        opt._push(si, yi)
+    assert torch.equal(opt.S, s[-history:]) and torch.equal(opt.Y, y[-history:])
+    assert torch.allclose(opt.SY, s[-history:] @ y[-history:].T, atol=1e-10)
+
+
+def test_memory_drops_pairs_without_curvature():
     s, y, _ = _pairs(m=9)
     opt = LBFGS(history=4)
     for si, yi in zip(s, y):
         opt._push(si, yi)
-    assert torch.equal(opt.S, s[-4:]) and torch.equal(opt.Y, y[-4:])
-    assert torch.allclose(opt.SY, s[-4:] @ y[-4:].T, atol=1e-10)
     opt._push(s[0], -y[0])  # negative curvature: skipped
     assert torch.equal(opt.S, s[-4:])
     opt.set_memory(s[:3], torch.stack([y[0], -y[1], y[2]]))
