@@ -27,7 +27,7 @@ DEFAULT_GRID: tuple[float, ...] = tuple(float(v) for v in np.logspace(-6, 5, 23)
 
 # Same stopping rule as sklearn's lbfgs (gtol=tol=1e-4 on the max |gradient| of the mean objective).
 DEFAULT_TOL = 1e-4
-_HISTORY = 50  # L-BFGS memory pairs; carried along the grid, 50 vs 10 pairs about halve evaluations
+_HISTORY = 50  # L-BFGS memory pairs, carried along the grid (with the preconditioner 10, 20 and 50 are within ~15% in time)
 
 
 @dataclass
