@@ -48,7 +48,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.cli import positive_int
 from bench.errors import UserError
+from bench.threads import cpu_threads, environment_threads, threads_of
+from bench.tolerance import reference_threads
 
 REFERENCE_FILE = "results.json"
 FORMAT = "ssl-bench-reference"
@@ -70,6 +73,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--write-reference", type=Path, metavar="RESULTS_DIR",
                    help="publish: write the reference from the runs in RESULTS_DIR instead of checking")
     p.add_argument("--force", action="store_true", help="with --write-reference: replace an existing reference")
+    p.add_argument("--threads", type=positive_int, metavar="N",
+                   help="CPU threads for the re-run (default: the count the reference records; a run is "
+                        "bit-exact only at the thread count it was made with)")
+    p.add_argument("--calibrate", type=Path, nargs="+", metavar="RESULTS_DIR",
+                   help="measure the tolerances: derive each metric's tolerance from runs of the reference's "
+                        "command at other thread counts and seeds (see bench/tolerance.py) and write them "
+                        "into the reference")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -78,6 +88,8 @@ def main(args: argparse.Namespace) -> int:
     path = reference_path(args.reference, suite.name)
     if args.write_reference is not None:
         return publish(suite, Path(args.write_reference), path, force=args.force)
+    if args.calibrate:
+        return calibrate(suite, path, args.calibrate)
     return check(suite, path, args)
 
 
@@ -150,6 +162,8 @@ def validate_reference(data: Any, path: Path | str, suite_name: str) -> None:
                 raise UserError(f"{where}: methods.{m}.{k}.value must be a finite number, got {entry['value']!r}")
             if "tolerance" in entry and (not _is_num(entry["tolerance"]) or entry["tolerance"] < 0):
                 raise UserError(f"{where}: methods.{m}.{k}.tolerance must be a number >= 0, got {entry['tolerance']!r}")
+            if "checked" in entry and not isinstance(entry["checked"], bool):
+                raise UserError(f"{where}: methods.{m}.{k}.checked must be true or false, got {entry['checked']!r}")
     run = data.get("methods_run", list(methods))
     if not isinstance(run, list) or not all(isinstance(m, str) for m in run):
         raise UserError(f"{where}: 'methods_run' must be a list of method names")
@@ -177,12 +191,12 @@ class Row:
     now: float | None
     delta: float | None
     tolerance: float
-    status: str        # OK | DRIFT | MISSING | FAILED
+    status: str        # OK | DRIFT | MISSING | FAILED | UNCHECKED (published, too noisy to check)
     note: str = ""
 
     @property
     def ok(self) -> bool:
-        return self.status == "OK"
+        return self.status in ("OK", "UNCHECKED")
 
 
 def means(results: list[dict[str, Any]]) -> tuple[dict[str, dict[str, float]], dict[str, list[str]]]:
@@ -218,6 +232,10 @@ def compare(reference: dict[str, Any], results: list[dict[str, Any]], fallback_t
                 rows.append(Row(method, metric, ref, None, None, tol, "MISSING", why))
                 continue
             delta = value - ref
+            if entry.get("checked") is False:  # its measured spread is too wide for a useful check
+                rows.append(Row(method, metric, ref, value, delta, tol, "UNCHECKED",
+                                "measured spread too wide to check; see the reference's calibration"))
+                continue
             # a hair of slack so that a delta equal to the tolerance holds despite float rounding
             status = "OK" if abs(delta) <= tol + 1e-9 else "DRIFT"
             rows.append(Row(method, metric, ref, value, delta, tol, status))
@@ -241,7 +259,11 @@ def format_rows(rows: list[Row]) -> str:
 
 def verdict(rows: list[Row]) -> tuple[int, str]:
     bad = [r for r in rows if not r.ok]
+    unchecked = sum(r.status == "UNCHECKED" for r in rows)
     if not bad:
+        if unchecked:
+            return 0, (f"OK: all {len(rows) - unchecked} checked metrics within tolerance "
+                       f"({unchecked} more published but not checked: their measured spread is too wide)")
         return 0, f"OK: all {len(rows)} published metrics within tolerance"
     items = []
     for r in bad[:8]:
@@ -278,9 +300,12 @@ def check(suite, path: Path, args: argparse.Namespace) -> int:
     _say(f"re-running: {command} --out {out}")
     device = args.device or reference_device(reference)
     _say(f"device: {device}" + ("" if args.device else f" (the reference ran on {reference.get('device', '?')})"))
+    threads = args.threads or reference_threads(reference)
+    _say(threads_line(threads, args.threads is not None, reference))
     opts = runner.Options(out=out, data_dir=args.data_dir, device=device, sets=sets,
                           download=not args.no_download)
-    results = runner.run_suite(suite, specs, opts)
+    with cpu_threads(threads):
+        results = runner.run_suite(suite, specs, opts)
     rows = compare(reference, results, suite.tolerance)
     code, summary = verdict(rows)
     store.write_json(out / "check.json", {"suite": suite.name, "reference": str(path), "status": "OK" if code == 0 else "DRIFT",
@@ -291,6 +316,19 @@ def check(suite, path: Path, args: argparse.Namespace) -> int:
     if code:
         print(f"leaderboard of the re-run: python -m bench report {out}")
     return code
+
+
+def threads_line(threads: int | None, overridden: bool, reference: dict[str, Any]) -> str:
+    """What the re-run's CPU thread count is and where it came from."""
+    if threads is None:
+        return "threads: torch's default (the reference records no thread count; --threads N sets one)"
+    if overridden:
+        ref = reference_threads(reference)
+        return (f"threads: {threads} (--threads; the reference was made with {ref if ref else 'an unknown count'}: "
+                "expect numbers within tolerance, not bit-exact ones)")
+    env = environment_threads()
+    note = f"; OMP_NUM_THREADS={env} in the environment is not used" if env and env != str(threads) else ""
+    return f"threads: {threads} (the reference's; --threads N overrides{note})"
 
 
 def reference_device(reference: dict[str, Any]) -> str:
@@ -435,6 +473,7 @@ def build_reference(suite, results: list[dict[str, Any]]) -> dict[str, Any]:
                 metric_names.append(k)
     commits = sorted({str(r.get("git_commit")) for r in results})
     devices = sorted({str((r.get("timings") or {}).get("device")) for r in results})
+    threads = sorted({t for t in (threads_of(d) for d in devices) if t is not None})
     command = command_line(suite.name, cmd["methods_run"], default, cmd["seeds"], cmd["aug_mode"], cmd["sets"])
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION, "schema_version": store.SCHEMA_VERSION,
@@ -443,6 +482,7 @@ def build_reference(suite, results: list[dict[str, Any]]) -> dict[str, Any]:
         "git_commit": commits[0] if len(commits) == 1 else commits,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": results[0].get("machine"), "device": devices[0] if len(devices) == 1 else devices,
+        "threads": threads[0] if len(threads) == 1 else None,
         "python": results[0].get("python"), "packages": results[0].get("packages"),
         "default_tolerance": float(suite.tolerance), "tolerance_unit": "accuracy points (top-1 %)",
         "tolerances": {k: float(suite.tolerance) for k in metric_names},
@@ -463,8 +503,83 @@ def publish(suite, results_dir: Path, path: Path, force: bool) -> int:
     html = report.write_report(results_dir, path.parent / "leaderboard.html")
     print(f"published {suite.name}: {path}")
     print(f"  {len(ref['methods'])} methods x {ref['seeds']} seed(s), "
-          f"{sum(len(v) for v in ref['methods'].values())} metrics, tolerance {ref['default_tolerance']:g} points")
+          f"{sum(len(v) for v in ref['methods'].values())} metrics, tolerance {ref['default_tolerance']:g} points "
+          f"(the suite's default, not measured: measure them with --calibrate)")
     print(f"  reproduce: {ref['command']}")
     print(f"  check:     {ref['check_command']}")
     print(f"  leaderboard: {html} (+ leaderboard.md)")
     return 0
+
+
+# ----------------------------------------------------------------------------- calibrate
+
+def calibrate(suite, path: Path, dirs: list[Path]) -> int:
+    """Measure each metric's tolerance from runs of the reference's command at other thread
+    counts and seeds (bench/tolerance.py) and write it into the reference."""
+    from bench import runner, store, tolerance
+    from bench.suites import RunSpec
+    reference = load_reference(path, suite.name)
+    if reference["seeds"] != 1:
+        raise UserError(f"reference '{path}' averages {reference['seeds']} seeds; calibration is implemented for "
+                        "single-seed references (the reference is the seed-0 sample)")
+    if tolerance.reference_threads(reference) is None:
+        raise UserError(f"reference '{path}' records no CPU thread count; re-publish it from CPU runs")
+    sets = reference.get("sets", {})
+    aug_mode = reference.get("aug_mode", "shared")
+    results = []
+    for d in dirs:
+        if not Path(d).is_dir():
+            raise UserError(f"--calibrate: '{d}' is not a directory")
+        found = store.load_results(Path(d))
+        if not found:
+            raise UserError(f"--calibrate: no runs in '{d}' (expected {d}/runs/<run_id>/result.json)")
+        results += found
+    for r in results:
+        cfg = r.get("config") or {}
+        if cfg.get("suite") != suite.name or cfg.get("method") not in reference["methods"]:
+            raise UserError(f"--calibrate: run {r.get('run_id')} is not a run of the reference's command "
+                            f"(suite {cfg.get('suite')!r}, method {cfg.get('method')!r})")
+        if r.get("status") != "ok":
+            raise UserError(f"--calibrate: run {r.get('run_id')} has status {r.get('status')!r}: "
+                            "calibrate with complete runs only")
+        again = runner.resolve(suite, RunSpec(suite.name, cfg["method"], cfg.get("seed", 0), aug_mode), sets)
+        if _canon(again) != _canon(cfg):
+            raise UserError(f"--calibrate: run {r.get('run_id')} was made with another config than the reference's "
+                            f"command ({reference.get('command')}): calibrate with runs of that command")
+    derived = tolerance.derive(reference, results)
+    for m, metrics in derived.items():
+        for k, d in metrics.items():
+            reference["methods"][m][k].update(d)
+    kinds: dict[str, set[int]] = {}
+    for r in results:
+        t = threads_of((r.get("timings") or {}).get("device"))
+        kinds.setdefault(str(t), set()).add(int((r.get("config") or {}).get("seed", 0)))
+    reference["calibration"] = {
+        **tolerance.method_text(),
+        "runs": [{"threads": int(t), "seeds": sorted(s)} for t, s in sorted(kinds.items())],
+        "machines": sorted({_canon(r.get("machine")) for r in results}),
+        "git_commits": sorted({str(r.get("git_commit")) for r in results}),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    reference["tolerance_source"] = "measured (see calibration)"
+    store.write_json(path, reference)
+    print(format_calibration(reference))
+    checked = sum(e.get("checked", True) for ms in reference["methods"].values() for e in ms.values())
+    total = sum(len(ms) for ms in reference["methods"].values())
+    print(f"calibrated {path}: {checked} of {total} metrics checked, "
+          f"{total - checked} published but too noisy to check (tolerance > {tolerance.MAX_USEFUL:g} points)")
+    return 0
+
+
+def format_calibration(reference: dict[str, Any]) -> str:
+    """The measured spread and derived tolerance of every metric, one line each."""
+    head = ("method", "metric", "thread deltas", "seed std", "sigma", "tolerance", "checked")
+    table = [head]
+    for m, metrics in reference["methods"].items():
+        for k, e in metrics.items():
+            sp = e.get("spread") or {}
+            deltas = " ".join(f"{t}t:{d:+.2f}" for t, d in (sp.get("thread_deltas") or {}).items())
+            table.append((m, k, deltas or "–", f"{sp.get('seed_std', 0):.2f}", f"{sp.get('sigma', 0):.2f}",
+                          f"{e.get('tolerance', 0):.2f}", "yes" if e.get("checked", True) else "no"))
+    widths = [max(len(t[i]) for t in table) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(t, widths)) for t in table)

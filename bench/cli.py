@@ -17,7 +17,7 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see `python -m bench {self.prog.split()[-1]} --help`)")
 
 
-def _positive(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         v = int(text)
     except ValueError:
@@ -38,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train and evaluate a suite, then write its leaderboard")
     run.add_argument("--suite", default="quick", help="suite name (default: quick; see `bench list suites`)")
     run.add_argument("--methods", help="comma-separated methods/baselines (default: the suite's methods + baselines)")
-    run.add_argument("--seeds", type=_positive, default=1, help="runs per method, seeds 0..N-1 (default 1)")
-    run.add_argument("--epochs", type=_positive, help="override the suite's training epochs")
+    run.add_argument("--seeds", type=positive_int, default=1, help="runs per method, seeds 0..N-1 (default 1)")
+    run.add_argument("--epochs", type=positive_int, help="override the suite's training epochs")
     run.add_argument("--out", type=Path, help="results directory (default results/<suite>)")
     run.add_argument("--data-dir", help="where datasets are looked for / downloaded ($BENCH_DATA also works)")
     run.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a config field, e.g. simclr.temperature=0.2, train.batch_size=128, byol.optim.lr=0.5")
     run.add_argument("--no-download", action="store_true", help="never try to download datasets")
     run.add_argument("--shard", help="run only slice I of N of the suite's runs, e.g. 0/4 (for job arrays)")
+    run.add_argument("--threads", type=positive_int, metavar="N",
+                     help="CPU threads (default: torch's, i.e. OMP_NUM_THREADS or the core count); a CPU run is "
+                          "bit-exact only at the thread count it was made with")
 
     rep = sub.add_parser("report", help="write leaderboard.html/.md/.csv for a results directory")
     rep.add_argument("results", type=Path)
@@ -141,7 +144,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                   file=sys.stderr, flush=True)
         opts = runner.Options(out=out, data_dir=args.data_dir, device=args.device, sets=sets,
                               download=not args.no_download, world_size=world.world_size, rank=world.rank)
-        results = runner.run_suite(suite, specs, opts)
+        from bench.threads import cpu_threads
+        with cpu_threads(args.threads):
+            results = runner.run_suite(suite, specs, opts)
     finally:
         distributed.teardown()
     if world.rank != 0:  # rank 0 writes everything

@@ -50,9 +50,19 @@ def features_digest(feats: torch.Tensor) -> str:
     return hashlib.sha256(feats.detach().cpu().numpy().astype(np.float32).tobytes()).hexdigest()[:16]
 
 
-def probe_grid(points: int, lo: float = -7.0, hi: float = 2.0) -> tuple[float, ...]:
-    """The probe's L2 grid: `points` values log-spaced from 10**lo to 10**hi."""
-    return tuple(float(v) for v in np.logspace(lo, hi, points))
+FINGERPRINT_ROWS = 32  # rows whose projections are stored
+FINGERPRINT_DIMS = 8   # random directions each row is projected on
+
+
+def features_fingerprint(feats: torch.Tensor) -> dict[str, Any]:
+    """A small summary of a feature matrix that survives float summation order: the projections
+    of its first rows and of its column mean on fixed random directions, and its RMS. The digest
+    proves bit-identity on the same machine; this lets `bench features` elsewhere show that the
+    features agree within a tolerance (bench.features.FINGERPRINT_RTOL) when the digest cannot."""
+    x = feats.detach().cpu().double()
+    r = torch.randn(x.shape[1], FINGERPRINT_DIMS, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    return {"shape": list(x.shape), "rms": float(x.pow(2).mean().sqrt()) if x.numel() else 0.0,
+            "rows": (x[:FINGERPRINT_ROWS] @ r).tolist(), "mean": (x.mean(0) @ r).tolist() if len(x) else []}
 
 
 def evaluate_set(encode, es: EvalSet, cfg: EvalConfig, mean, std, device, seed: int,
@@ -70,7 +80,7 @@ def evaluate_set(encode, es: EvalSet, cfg: EvalConfig, mean, std, device, seed: 
         metrics[key] = knn_top1(ftr, ytr, fte, yte, k, k=kk, temperature=t)
         protocols[key] = {**common, "eval": "kNN", "k": kk, "temperature": t, "similarity": "cosine",
                           "vote": "weighted exp(sim/T)", "bank": "un-augmented train features"}
-    grid = probe_grid(cfg.probe_grid_points, cfg.probe_grid_min, cfg.probe_grid_max)
+    grid = cfg.probe_l2_grid()
     res = linear_probe(ftr, ytr, fte, yte, k, grid=grid, val_fraction=cfg.probe_val_fraction, seed=seed)
     metrics[f"{prefix}linear_top1"] = res.top1
     protocols[f"{prefix}linear_top1"] = {**common, "eval": "linear probe", **res.protocol()}
@@ -85,7 +95,8 @@ def evaluate_set(encode, es: EvalSet, cfg: EvalConfig, mean, std, device, seed: 
                               "label_subset": f"class-balanced, >= {MIN_PER_CLASS} per class, seed {seed}",
                               **sub.protocol()}
     digests = {f"{es.name}/train": features_digest(ftr), f"{es.name}/test": features_digest(fte)}
-    return metrics, protocols, {"digests": digests, "test_features": fte}
+    prints = {f"{es.name}/train": features_fingerprint(ftr), f"{es.name}/test": features_fingerprint(fte)}
+    return metrics, protocols, {"digests": digests, "fingerprints": prints, "test_features": fte}
 
 
 MIN_PER_CLASS = 2  # the probe's held-out split needs one label per class on each side
@@ -120,9 +131,11 @@ def evaluate(encode, main: EvalSet, transfer: dict[str, EvalSet | str], cfg: Eva
         metrics.update(m)
         protocols.update(p)
         info["digests"].update(i["digests"])
+        info["fingerprints"].update(i["fingerprints"])
     diagnostics = run_diagnostics(encode, main.test.images, info["test_features"], aug, device, seed)
     return {"metrics": metrics, "protocols": protocols, "diagnostics": diagnostics,
-            "transfer_skipped": skipped, "feature_digests": info["digests"]}
+            "transfer_skipped": skipped, "feature_digests": info["digests"],
+            "feature_fingerprints": info["fingerprints"]}
 
 
 @torch.no_grad()

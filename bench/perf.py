@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from bench.cli import _positive  # the CLI's positive-integer check, shared
+from bench.cli import positive_int
 from bench.errors import UserError
 
 TARGETS = {  # issue #6, for SimCLR on the fmnist-ci backbone on 2 CPU cores
@@ -52,10 +52,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite", default="fmnist-ci", help="suite whose data, backbone, augmentation and batch size "
                    "are used (default fmnist-ci)")
     p.add_argument("--backbone", help="override the suite's backbone (see `bench list backbones`)")
-    p.add_argument("--batch-size", type=_positive, help="override the suite's batch size")
-    p.add_argument("--steps", type=_positive, default=10, help="timed training steps per repeat (default 10)")
+    p.add_argument("--batch-size", type=positive_int, help="override the suite's batch size")
+    p.add_argument("--steps", type=positive_int, default=10, help="timed training steps per repeat (default 10)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before the first repeat (default 2)")
-    p.add_argument("--repeats", type=_positive, default=3, help="repeats; medians are reported (default 3)")
+    p.add_argument("--repeats", type=positive_int, default=3, help="repeats; medians are reported (default 3)")
     p.add_argument("--vs-lightly", action="store_true", help="also time the plain lightly loop (c)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the plain loop (default 2)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -453,9 +453,8 @@ def sklearn_search(ftr, ytr, fte, yte, grid, val_fraction: float, seed: int, max
 
 def time_probe(ftr, ytr, fte, yte, num_classes, cfg, repeats: int, sk_repeats: int, device,
                sk_warm: bool = False) -> dict[str, Any]:
-    from bench.evaluate import probe_grid
     from bench.probe import DEFAULT_TOL, linear_probe
-    grid = probe_grid(cfg.probe_grid_points)
+    grid = cfg.probe_l2_grid()
     ours_t, ours_cpu, res = [], [], None
     for _ in range(repeats):
         _sync(device)

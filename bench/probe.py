@@ -19,11 +19,18 @@ from torch import Tensor
 
 from bench.lbfgs import LBFGS
 
-# ssl-transfer searches torch.logspace(-6, 5, 45) (quarter-decade steps); we keep the same endpoints
-# and every other point (half-decade steps, 23 values) to halve the search cost. Note the units
-# differ: ssl-transfer's values are sklearn's 1/C, a penalty on the SUM of losses, while ours
-# penalizes the MEAN, so their wd corresponds to our l2 = wd / n_train.
-DEFAULT_GRID: tuple[float, ...] = tuple(float(v) for v in np.logspace(-6, 5, 23))
+# The L2 grid, defined here once (EvalConfig's probe_grid_* defaults are these numbers).
+# ssl-transfer searches torch.logspace(-6, 5, 45) as sklearn's 1/C, a penalty on the SUM of the
+# losses; ours penalizes the MEAN, so their wd is our l2 = wd / n_train. With n_train of 1e3..1e5
+# their range maps to about 1e-11..1e2 here; we search 1e-7..1e2 in half decades (19 points):
+# weaker penalties than 1e-7 leave the solution unchanged at the solver's stopping rule.
+GRID_MIN, GRID_MAX, GRID_POINTS = -7.0, 2.0, 19
+
+
+def l2_grid(lo: float = GRID_MIN, hi: float = GRID_MAX, points: int = GRID_POINTS) -> tuple[float, ...]:
+    """The probe's L2 grid: ``points`` values log-spaced from 10**lo to 10**hi."""
+    return tuple(float(v) for v in np.logspace(lo, hi, points))
+
 
 # Same stopping rule as sklearn's lbfgs (gtol=tol=1e-4 on the max |gradient| of the mean objective).
 DEFAULT_TOL = 1e-4
@@ -251,10 +258,12 @@ def _select(
 
 
 def select_l2(
-    train_x: Tensor, train_y: Tensor, num_classes: int, grid: Sequence[float] = DEFAULT_GRID,
+    train_x: Tensor, train_y: Tensor, num_classes: int, grid: Sequence[float] | None = None,
     val_fraction: float = 0.2, seed: int = 0, max_iter: int = 200, tol: float = DEFAULT_TOL,
 ) -> tuple[float, dict[float, float]]:
-    """Choose l2 from ``grid`` by held-out accuracy on TRAIN only; returns (l2, {l2: val top1 %})."""
+    """Choose l2 from ``grid`` (default :func:`l2_grid`) by held-out accuracy on TRAIN only;
+    returns (l2, {l2: val top1 %})."""
+    grid = l2_grid() if grid is None else grid
     best, scores, _, _ = _select(train_x, train_y, num_classes, grid, val_fraction, seed, max_iter, tol)
     return best, scores
 
@@ -265,13 +274,15 @@ def linear_probe(
     test_x: Tensor,
     test_y: Tensor,
     num_classes: int,
-    grid: Sequence[float] = DEFAULT_GRID,
+    grid: Sequence[float] | None = None,
     val_fraction: float = 0.2,
     seed: int = 0,
     max_iter: int = 200,
     tol: float = DEFAULT_TOL,
 ) -> ProbeResult:
-    """Select l2 on train, refit on all of train, report test top-1 (percent). Device of train_x."""
+    """Select l2 on train (from ``grid``, default :func:`l2_grid`), refit on all of train, report
+    test top-1 (percent). Device of train_x."""
+    grid = l2_grid() if grid is None else grid
     if train_x.ndim != 2 or test_x.ndim != 2 or train_x.shape[1] != test_x.shape[1]:
         raise ValueError(f"features must be (N, D) with equal D, got {tuple(train_x.shape)} "
                          f"and {tuple(test_x.shape)}")

@@ -3,8 +3,9 @@ evaluation protocol, shared by every method in the suite. `expand` turns a suite
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
+from bench import probe
 from bench.augment import AugConfig
 from bench.registry import Registry
 
@@ -34,16 +35,19 @@ class EvalConfig:
     knn_k_small: int = 20          # second reported setting
     knn_t_small: float = 0.07
     probe_val_fraction: float = 0.2  # held-out part of TRAIN used to choose the L2 strength
-    # L2 strength on the MEAN cross-entropy of standardized features: a log grid 1e-7..1e2
-    # in half decades (ssl-transfer's logspace(-6,5) is 1/C on the summed loss, i.e. /n here)
-    probe_grid_min: float = -7.0
-    probe_grid_max: float = 2.0
-    probe_grid_points: int = 19
+    # L2 strength on the MEAN cross-entropy of standardized features: log10 range and points
+    # of the grid (bench.probe.l2_grid, where the default and its reasons are defined)
+    probe_grid_min: float = probe.GRID_MIN
+    probe_grid_max: float = probe.GRID_MAX
+    probe_grid_points: int = probe.GRID_POINTS
     label_fractions: tuple[float, ...] = (0.01, 0.1)
     transfer: tuple[str, ...] = ()   # target datasets, resized to the suite's image size
     transfer_train_subset: int = 0
     transfer_test_subset: int = 0
     feature_batch: int = 1024
+
+    def probe_l2_grid(self) -> tuple[float, ...]:
+        return probe.l2_grid(self.probe_grid_min, self.probe_grid_max, self.probe_grid_points)
 
 
 @dataclass(frozen=True)

@@ -200,16 +200,6 @@ def test_report_without_runs(capsys, tmp_path):
     assert "does not exist" in msg
 
 
-def _check_implemented() -> bool:
-    import argparse
-    from bench import check
-    p = argparse.ArgumentParser()
-    check.add_arguments(p)
-    return any("--reference" in a.option_strings for a in p._actions)
-
-
-@pytest.mark.xfail(not _check_implemented(), strict=False,
-                   reason="`bench check` (bench/check.py) is not implemented yet: no --reference option")
 def test_check_with_malformed_reference(tmp_path):
     ref = tmp_path / "ref"
     ref.mkdir()

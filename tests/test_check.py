@@ -7,6 +7,7 @@ made once per module; `main` re-runs it end to end once; the other tests compare
 from __future__ import annotations
 
 import copy
+import math
 import json
 import shutil
 from pathlib import Path
@@ -308,3 +309,178 @@ def test_device_defaults_to_the_references_kind():
     assert check.reference_device({"device": "NVIDIA H100 80GB HBM3"}) == "cuda"
     assert check.reference_device({"device": ["cpu (2 threads)", "NVIDIA H100"]}) == "auto"
     assert check.reference_device({}) == "auto"
+
+
+# ----------------------------------------------------------------------------- thread count
+
+def test_reference_records_its_thread_count(reference):
+    assert _ref(reference)["threads"] == 1  # made under the module's one-thread fixture
+    assert check.reference_threads({"device": "cpu (2 threads)"}) == 2
+    assert check.reference_threads({"device": "NVIDIA H100 80GB HBM3"}) is None
+
+
+@pytest.mark.parametrize("given,expected", [(None, 3), ("2", 2)])
+def test_check_runs_at_the_references_thread_count(reference, first_run, tmp_path, monkeypatch, capsys,
+                                                   given, expected):
+    """The re-run happens at the reference's thread count (printed), whatever the environment
+    says, unless --threads overrides it; the caller's count is restored afterwards."""
+    import torch
+    ref = _ref(reference)
+    ref["threads"] = 3  # as if made on a machine with 3 threads
+    path = tmp_path / "ref" / "results.json"
+    store.write_json(path, ref)
+    seen = []
+    stored = store.load_results(first_run)
+
+    def fake_run_suite(suite, specs, opts):
+        seen.append(torch.get_num_threads())
+        return copy.deepcopy(stored)
+
+    monkeypatch.setattr(runner, "run_suite", fake_run_suite)
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    before = torch.get_num_threads()
+    args = ["check", "--suite", SUITE, "--reference", str(path), "--out", str(tmp_path / "o")]
+    assert cli.main(args + (["--threads", given] if given else [])) == 0
+    assert seen == [expected] and torch.get_num_threads() == before
+    err = capsys.readouterr().err
+    line = next(x for x in err.splitlines() if x.startswith("threads:"))
+    if given:
+        assert line.startswith("threads: 2 (--threads; the reference was made with 3")
+    else:
+        assert line.startswith("threads: 3 (the reference's") and "OMP_NUM_THREADS=4" in line
+
+
+# ----------------------------------------------------------------------------- measured tolerances
+
+def _as_run(base: dict, seed: int, threads: int, shift: float, suite) -> dict:
+    """A copy of a stored run as if made with another seed and thread count, metrics shifted."""
+    r = copy.deepcopy(base)
+    r["config"]["seed"] = seed
+    r["config"] = runner.resolve(suite, suites.RunSpec(SUITE, r["config"]["method"], seed), SETS)
+    r["run_id"] = f"{r['config']['method']}-s{seed}-t{threads}"
+    r["timings"]["device"] = f"cpu ({threads} threads)"
+    r["metrics"] = {k: v + shift for k, v in r["metrics"].items()}
+    return r
+
+
+def _calibration_dirs(tmp_path, first_run, suite, seed_shifts, thread_shifts):
+    base = {r["config"]["method"]: r for r in store.load_results(first_run)}
+    dirs = []
+    for name, runs in (("seeds", [(s, 1, d) for s, d in seed_shifts.items()]),
+                       ("threads", [(0, t, d) for t, d in thread_shifts.items()])):
+        d = tmp_path / name
+        for seed, threads, shift in runs:
+            for r in base.values():
+                rec = _as_run(r, seed, threads, shift, suite)
+                store.write_json(d / "runs" / rec["run_id"] / "result.json", rec)
+        dirs.append(d)
+    return dirs
+
+
+def test_derived_tolerance_follows_the_measured_spread(reference, first_run, suite):
+    """seeds 0, 1, 2 at +0, +1, -1 points: sample std 1; a 4-thread run moved by 0.3."""
+    from bench import tolerance
+    ref = _ref(reference)
+    base = store.load_results(first_run)
+    runs = [_as_run(r, s, 1, d, suite) for r in base for s, d in ((1, 1.0), (2, -1.0))]
+    runs += [_as_run(r, 0, 4, 0.3, suite) for r in base]
+    out = tolerance.derive(ref, runs)
+    e = out["simclr"]["knn_top1"]
+    sp = e["spread"]
+    assert sp["seed_std"] == pytest.approx(1.0) and sp["seed_dof"] == 2
+    assert sp["thread_deltas"] == {"4": pytest.approx(0.3)}
+    # every metric has the same spread here, so the pooled std is 1 too and sigma = 1
+    assert sp["sigma"] == pytest.approx(1.0)
+    assert e["tolerance"] == pytest.approx(math.ceil(tolerance.Z * math.sqrt(2) * 100) / 100)
+    assert e["checked"] is (e["tolerance"] <= tolerance.MAX_USEFUL)
+
+
+def test_calibrate_writes_measured_tolerances_and_check_uses_them(reference, first_run, suite, tmp_path, capsys):
+    ref_dir = tmp_path / "ref"
+    shutil.copytree(reference, ref_dir)
+    seeds = {1: 1.0, 2: -1.0}  # seed std 1.0: Z*sqrt(2) = 4.95 points, above the 2-image floor (100 test images)
+    dirs = _calibration_dirs(tmp_path, first_run, suite, seeds, {2: 0.1, 4: -0.1})
+    assert cli.main(["check", "--suite", SUITE, "--reference", str(ref_dir), "--calibrate", *map(str, dirs)]) == 0
+    out = capsys.readouterr().out
+    assert "thread deltas" in out and "calibrated" in out
+    ref = _ref(ref_dir)
+    assert ref["calibration"]["runs"] == [{"threads": 1, "seeds": [1, 2]}, {"threads": 2, "seeds": [0]},
+                                          {"threads": 4, "seeds": [0]}]
+    e = ref["methods"]["simclr"]["linear_top1"]
+    assert e["spread"]["thread_deltas"] == {"2": pytest.approx(0.1), "4": pytest.approx(-0.1)}
+    assert e["tolerance"] == pytest.approx(math.ceil(check_tolerance_for(1.0) * 100) / 100)
+    # the measured tolerance is what compare() applies: a move just beyond it drifts
+    results = store.load_results(first_run)
+    for r in results:
+        if r["config"]["method"] == "simclr":
+            r["metrics"]["linear_top1"] += e["tolerance"] + 0.01
+    rows = {(r.method, r.metric): r for r in check.compare(ref, results)}
+    assert rows[("simclr", "linear_top1")].status == "DRIFT"
+    assert rows[("simclr", "knn_top1")].status == "OK"
+
+
+def check_tolerance_for(seed_std: float) -> float:
+    from bench import tolerance
+    return tolerance.Z * math.sqrt(2) * seed_std
+
+
+def test_unchecked_metrics_are_shown_but_do_not_fail(reference, first_run):
+    ref = _ref(reference)
+    entry = ref["methods"]["simclr"]["knn_top1"]
+    entry.update(checked=False, value=entry["value"] + 50)
+    rows = {(r.method, r.metric): r for r in check.compare(ref, store.load_results(first_run))}
+    assert rows[("simclr", "knn_top1")].status == "UNCHECKED"
+    code, summary = check.verdict(list(rows.values()))
+    assert code == 0 and "1 more published but not checked" in summary
+
+
+@pytest.mark.parametrize("problem,needle", [
+    ("empty", "no runs in"),
+    ("other_config", "another config than the reference's command"),
+])
+def test_calibrate_refuses_runs_it_cannot_use(reference, first_run, suite, tmp_path, capsys, problem, needle):
+    d = tmp_path / "cal"
+    d.mkdir()
+    if problem == "other_config":
+        r = _as_run(store.load_results(first_run)[0], 1, 1, 0.0, suite)
+        r["config"]["train"]["epochs"] = 7
+        store.write_json(d / "runs" / r["run_id"] / "result.json", r)
+    before = (reference / "results.json").read_text()
+    code = cli.main(["check", "--suite", SUITE, "--reference", str(reference), "--calibrate", str(d)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and needle in err and len(err.splitlines()) == 1
+    assert (reference / "results.json").read_text() == before
+
+
+# ----------------------------------------------------------------------------- bench features
+
+def test_features_export_matches_or_agrees_within_tolerance(first_run, tmp_path, capsys):
+    """Same machine: the digest matches. Another machine (simulated: the stored digest differs,
+    as float summation order makes it): exit 0 when the fingerprint agrees, 1 when it does not."""
+    run = next(p for p in (first_run / "runs").iterdir() if p.name.startswith("simclr"))
+    copy_dir = tmp_path / "run"
+    shutil.copytree(run, copy_dir)
+    args = ["features", str(copy_dir), "--split", "test", "--device", "cpu"]
+    assert cli.main(args + ["--out", str(tmp_path / "a.npz")]) == 0
+    assert "bit-identical" in capsys.readouterr().out
+    import numpy as np
+    feats = np.load(tmp_path / "a.npz")["features"]
+    assert feats.shape[0] == 100  # the suite's eval.test_subset
+
+    data = json.loads((copy_dir / "result.json").read_text())
+    key = "digits/test"
+    data["feature_digests"][key] = "0" * 16  # what another CPU's kernels would give
+    fp = data["feature_fingerprints"][key]
+    fp["rows"][0][0] += 1e-4 * fp["rms"]  # and a rounding-sized difference
+    store.write_json(copy_dir / "result.json", data)
+    assert cli.main(args + ["--out", str(tmp_path / "b.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "differs from the stored" in out and "the features agree" in out
+
+    fp["rows"][0][0] += 0.5 * fp["rms"] * math.sqrt(fp["shape"][1])  # features that are not the same
+    store.write_json(copy_dir / "result.json", data)
+    assert cli.main(args + ["--out", str(tmp_path / "c.npz")]) == 1
+    assert "features DIFFER" in capsys.readouterr().out
+
+    assert cli.main(args + ["--out", str(tmp_path / "c.npz")]) == 2  # nothing is overwritten
+    assert "exists" in capsys.readouterr().err

@@ -9,9 +9,9 @@ gradients. In float64 one step of both agrees to ~1e-14 (test_ddp_step_equals_on
 in float32 what remains is summation order (all-reduce, per-rank partial sums, 1 vs 2 threads),
 amplified by training. Stated tolerances after 4 float32 steps: the per-step loss within
 rtol 1e-4 (observed ~5e-6); every weight tensor within 1% of its largest entry + 5e-4
-(observed <= 0.3%: conv1, whose gradient is a large sum of cancelling terms); the accuracies
-within 5 points (200 test images, 0.5 point each; the weakly regularized L-BFGS probe and kNN
-ties turn small weight differences into a few flipped test images).
+(observed <= 0.3%: conv1, whose gradient is a large sum of cancelling terms). The accuracies are
+not compared: they are the same evaluation code applied to those weights, and a bound loose
+enough to survive flipped test images (200 images, 0.5 point each) tested nothing.
 """
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def _kill_tree(proc: subprocess.Popen) -> None:
 
 def test_torchrun_two_processes_match_one_process_and_resume(tmp_path):
     # one thread per process (torchrun does the same for its workers): 2 shared cores
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     single_out, ddp_out = tmp_path / "single", tmp_path / "ddp"
     single = subprocess.Popen([sys.executable, "-m", "bench", *COMMON, "--set", "train.batch_size=128",
@@ -126,9 +126,9 @@ def test_torchrun_two_processes_match_one_process_and_resume(tmp_path):
             assert (d_w[k] - s_w[k]).abs().max() <= 1e-2 * s_w[k].abs().max() + 5e-4, k
         else:
             assert torch.equal(d_w[k], s_w[k]), k
-
-    for metric in ("knn_top1", "knn20_top1", "linear_top1"):
-        assert abs(d["metrics"][metric] - s["metrics"][metric]) <= 5.0, (metric, d["metrics"], s["metrics"])
+    # No bound on the metrics: they are the same evaluation code applied to the weights compared
+    # above, and on this run's 200 test images a 5-point bound held whatever the training did.
+    assert d["metrics"].keys() == s["metrics"].keys()
 
 
 def test_global_batch_augmentation_slices_match_one_process():

@@ -77,15 +77,24 @@ def test_minimize_reaches_tolerance_on_ill_conditioned_quadratic():
     q, _ = torch.linalg.qr(torch.randn(p, p, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
     hess = q @ torch.diag(torch.logspace(-1.5, 1.5, p, dtype=torch.float64)) @ q.T  # condition 1e3
     target = torch.ones(p, dtype=torch.float64)
+    # Near the optimum the float64 loss is ~1e-16 and the line search stops resolving decreases
+    # around max|g| ~ 1e-8, at a point that depends on the BLAS's summation order (one machine
+    # stopped at 2.0e-8 with 2 threads). 1e-6 sits two orders of magnitude above that floor, so
+    # the assertion tests convergence, not rounding.
+    tol = 1e-6
     opt = LBFGS(history=20)
-    x, loss, g = opt.minimize(_quadratic(hess, target), torch.zeros(p, dtype=torch.float64), 1000, 1e-8)
-    assert float(g.abs().max()) <= 1e-8 and loss < 1e-12
-    assert opt.evals < 1000  # torch.optim.LBFGS (strong Wolfe, same memory) needs ~630 here
-    # the exact inverse as preconditioner: Newton's method, done in one step
+    x, loss, g = opt.minimize(_quadratic(hess, target), torch.zeros(p, dtype=torch.float64), 1000, tol)
+    # loss = g'H^-1 g / 2 <= p * tol^2 / (2 * lambda_min) = 50 * 1e-12 / (2 * 10^-1.5) = 7.9e-10
+    assert float(g.abs().max()) <= tol and loss <= 7.9e-10
+    # 222-247 evaluations measured at 1, 2 and 4 threads (the path depends on rounding): 2x margin
+    assert opt.evals < 500
+    # the exact inverse as preconditioner: Newton's method, done in one step. The unit step meets
+    # the Armijo condition exactly on a quadratic (f drops by half of g.d), so the line search
+    # accepts its first trial: one evaluation at the start, one for the step.
     exact = LBFGS(history=20)
     exact.precond = lambda v: torch.linalg.solve(hess, v)
-    x, _, g = exact.minimize(_quadratic(hess, target), torch.zeros(p, dtype=torch.float64), 50, 1e-8)
-    assert float(g.abs().max()) <= 1e-8 and exact.evals <= 3
+    x, _, g = exact.minimize(_quadratic(hess, target), torch.zeros(p, dtype=torch.float64), 50, tol)
+    assert float(g.abs().max()) <= tol and exact.evals == 2
 
 
 def test_line_search_survives_a_loss_known_only_to_float32():

@@ -1,21 +1,14 @@
 """The fast path and its proof: the fused augmentation gives kornia's views, and
-`python -m bench perf` runs end to end (a tiny smoke run; the real numbers are in
-docs/performance.md)."""
+`python -m bench perf` refuses bad input (the real numbers are in docs/performance.md)."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
 
 from bench.augment import Augment, AugConfig
 from bench.suites import SUITES
-
-ROOT = Path(__file__).resolve().parents[1]
 
 CONFIGS = {  # name -> (AugConfig, channels, size)
     "fmnist-ci": (SUITES.get("fmnist-ci").aug, 1, 28),
@@ -100,27 +93,6 @@ def test_fused_augment_on_cuda_matches_cpu():
     torch.manual_seed(0)
     gpu = fused.cuda()(x.cuda())
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=0)
-
-
-def _bench(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def test_perf_smoke_prints_every_line():
-    """Tiny run of the whole command: (a)/(b)/(c), augmentation, probe vs sklearn, kNN, epoch
-    time and the PASS/FAIL lines (the verdicts of a tiny run mean nothing)."""
-    r = _bench("perf", "--method", "simclr", "--steps", "2", "--repeats", "1", "--warmup", "0",
-               "--batch-size", "32", "--vs-lightly", "--synthetic", "--eval-n", "200", "--epoch-time", "--threads", "1",
-               "--device", "cpu")
-    assert r.returncode == 0, r.stderr[-2000:]
-    out = r.stdout
-    for needle in ("(a) bare bound", "(b) harness", "x bare", "(c) plain lightly", "x plain",
-                   "augmentation alone", "linear probe", "sklearn LogisticRegression(lbfgs)", "speedup",
-                   "kNN", "ratio", "epoch time at ", "targets", "load average"):
-        assert needle in out, f"{needle!r} missing from:\n{out}"
-    assert out.count("PASS") + out.count("FAIL") == 4
 
 
 def test_perf_bad_input_is_a_user_error(capsys):

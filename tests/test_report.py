@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from bench import cli, report, store
+from bench.probe import l2_grid
 
 XSS = "<script>alert(1)</script>"
 CHROMIUM = "/usr/bin/chromium"
@@ -40,8 +41,8 @@ def _protocols(knn: float, seed: int) -> dict:
     common = {"dataset": "cifar10", "features": "encode(x): backbone output before any head, un-augmented, eval mode",
               "split_sizes": {"train": 5000, "test": 1000}}
     linear = {**common, "eval": "linear probe", "classifier": "multinomial logistic regression",
-              "solver": "LBFGS", "val_fraction": 0.2, "seed": seed, "l2_grid": list(np.logspace(-6, 5, 23)),
-              "val_top1": [50.0] * 23, "l2": [1e-4, 1e-3][seed % 2], "n_train": 5000, "n_val": 1000, "n_test": 1000,
+              "solver": "LBFGS", "val_fraction": 0.2, "seed": seed, "l2_grid": list(l2_grid()),
+              "val_top1": [50.0] * 19, "l2": [1e-4, 1e-3][seed % 2], "n_train": 5000, "n_val": 1000, "n_test": 1000,
               "top1": knn + 3}
     return {
         "knn_top1": {**common, "eval": "kNN", "k": 200, "temperature": 0.1, "similarity": "cosine"},
@@ -190,7 +191,7 @@ def test_protocols_setup_and_variants(page):
     _, html = page
     prot = html[html.index("id='protocols'"):].split("</table>")[0]
     assert "k: 200" in prot and "temperature: 0.1" in prot and "temperature: 0.07" in prot
-    assert "L2 grid: 23 values 1e-06 … 1e+05" in prot
+    assert "L2 grid: 19 values 1e-07 … 100" in prot
     assert "simclr: 0.0001, 0.001" in prot          # chosen L2 per run, summarized per method
     assert "train 5000, test 1000" in prot and "5000 (1000) / 1000" in prot
     assert "encode(x): backbone output before any head" in prot

@@ -1,13 +1,12 @@
 """Evaluation kernels at the fmnist-ci scale: kNN (10k bank x 10k queries, 256-d, k=200)
-against a bare matmul + topk, and the linear probe with its 23-point L2 search."""
+against a bare matmul + topk, and the linear probe with its 19-point L2 search (the suites' default grid)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from bench.evaluate import probe_grid
 from bench.knn import knn_top1
-from bench.probe import linear_probe
+from bench.probe import l2_grid, linear_probe
 
 
 def _features(n: int, d: int = 256, classes: int = 10, seed: int = 0):
@@ -44,6 +43,6 @@ def test_knn_bare_matmul_topk(benchmark, knn_data):
 def test_linear_probe_with_search(benchmark, n_train):
     xtr, ytr = _features(n_train, seed=2)
     xte, yte = _features(2_000, seed=3)
-    res = benchmark.pedantic(linear_probe, args=(xtr, ytr, xte, yte, 10), kwargs={"grid": probe_grid(23)},
+    res = benchmark.pedantic(linear_probe, args=(xtr, ytr, xte, yte, 10), kwargs={"grid": l2_grid()},
                              rounds=1, warmup_rounds=0)
     assert res.top1 > 10
