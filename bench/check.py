@@ -573,13 +573,14 @@ def calibrate(suite, path: Path, dirs: list[Path]) -> int:
 
 def format_calibration(reference: dict[str, Any]) -> str:
     """The measured spread and derived tolerance of every metric, one line each."""
-    head = ("method", "metric", "thread deltas", "seed std", "sigma", "tolerance", "checked")
+    head = ("method", "metric", "thread deltas", "thread rms", "seed std", "sigma", "tolerance", "checked")
     table = [head]
     for m, metrics in reference["methods"].items():
         for k, e in metrics.items():
             sp = e.get("spread") or {}
             deltas = " ".join(f"{t}t:{d:+.2f}" for t, d in (sp.get("thread_deltas") or {}).items())
-            table.append((m, k, deltas or "–", f"{sp.get('seed_std', 0):.2f}", f"{sp.get('sigma', 0):.2f}",
+            table.append((m, k, deltas or "–", f"{sp.get('thread_rms', 0):.2f}", f"{sp.get('seed_std', 0):.2f}",
+                          f"{sp.get('sigma', 0):.2f}",
                           f"{e.get('tolerance', 0):.2f}", "yes" if e.get("checked", True) else "no"))
     widths = [max(len(t[i]) for t in table) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(t, widths)) for t in table)

@@ -2,28 +2,28 @@
 
 What differs between two machines with the same package versions is float summation order
 (another CPU's BLAS kernels, another thread count). Training is chaotic: one changed rounding
-grows into a different trajectory, so a re-run elsewhere lands like a draw from a distribution
-around the reference, never on it. Its spread is measured from runs of the reference's own
-command (`runs/` of one or more results directories):
+grows into a different trajectory, so a re-run elsewhere lands near the reference, not on it.
+How near is measured from runs of the reference's own command (`runs/` of results directories):
 
-- thread deltas: seed 0 at thread counts other than the reference's (1 and 4 stand in for
-  another CPU's kernels), each minus the reference value;
-- the seed spread: the sample std over seeds at one thread count (pooled over thread counts).
-  A new seed re-draws the initialisation, the data order and the augmentations, so it bounds
-  how far a diverged trajectory goes.
+- thread deltas: seed 0 at thread counts other than the reference's (1, 3 and 4 stand in for
+  another CPU's kernels), each minus the reference value. E[delta^2] is the variance of exactly
+  what `bench check` sees on another machine: one perturbed run minus the reference;
+- the seed spread: the sample std over seeds at one thread count. A new seed re-draws the
+  initialisation, the data order and the augmentations: it shows how far a trajectory that has
+  fully diverged goes, so it caps the thread spread (two such draws differ by sqrt(2) std).
 
-Per (method, metric) the std `sigma` is the run's own seed std, shrunk towards the std pooled
-over all methods of the same metric (same evaluation set, so the same granularity: a metric on
-the 360-image digits test split moves in steps of 0.28 points, one on 10k images in 0.01), with
-the pooled estimate weighted as PRIOR_DOF degrees of freedom. A check run on another machine is
-modelled as a second draw around the same seed, so |now - reference| has std sqrt(2)*sigma, and
+Per (method, metric) both are shrunk towards the same quantity pooled over all methods of that
+metric (the same evaluation set, so the same granularity: a metric on the 360-image digits test
+split moves in steps of 0.28 points, one on 10k images in 0.01), the pooled estimate weighted as
+PRIOR_DOF observations, which steadies estimates made of two or three runs. Then
 
-    tolerance = max(Z * sqrt(2) * sigma,  THREAD_MARGIN * max |thread delta|,  MIN_IMAGES images)
+    sigma     = min(thread RMS, sqrt(2) * seed std)
+    tolerance = max(Z * sigma,  THREAD_MARGIN * max |thread delta|,  MIN_IMAGES test images)
 
 with Z = 3.5: two-sided 4.7e-4 per metric under a normal model, about 4% that one of 80 metrics
 fails by chance alone. A metric whose tolerance would exceed MAX_USEFUL points is published but
-not checked (`checked: false`): a check that wide would not catch a broken recipe, and failing on
-noise would teach people to ignore the check. Both are recorded per metric in the reference.
+not checked (`checked: false`): a check that wide would not catch a broken recipe, and one that
+fails on noise teaches people to ignore it. Everything is recorded per metric in the reference.
 """
 from __future__ import annotations
 
@@ -34,11 +34,11 @@ from typing import Any
 from bench.errors import UserError
 from bench.threads import threads_of
 
-Z = 3.5              # normal quantile of the per-metric false-alarm rate (two-sided 4.7e-4)
-THREAD_MARGIN = 1.25 # an observed thread-count delta must hold with room to spare
-MIN_IMAGES = 2       # never tighter than two test images' worth of accuracy
-PRIOR_DOF = 2        # weight of the metric-wide pooled std against a run's own seed std
-MAX_USEFUL = 6.0     # accuracy points; a wider tolerance is recorded but not checked
+Z = 3.5               # normal quantile of the per-metric false-alarm rate (two-sided 4.7e-4)
+THREAD_MARGIN = 1.25  # an observed thread-count delta must hold with room to spare
+MIN_IMAGES = 2        # never tighter than two test images' worth of accuracy
+PRIOR_DOF = 2         # weight of the metric-wide pool, in observations
+MAX_USEFUL = 6.0      # accuracy points; a wider tolerance is recorded but not checked
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def collect(reference: dict[str, Any], results: list[dict[str, Any]]) -> tuple[d
             if m in samples and k in samples[m] and _is_num(v):
                 samples[m][k].append(Sample(threads, int(seed), float(v)))
         for k, p in (r.get("protocols") or {}).items():
-            n = p.get("n_test") if isinstance(p, dict) else None
+            n = (p.get("n_test") or (p.get("split_sizes") or {}).get("test")) if isinstance(p, dict) else None
             if isinstance(n, int) and n > 0:
                 sizes.setdefault(m, {})[k] = n
     return samples, sizes
@@ -105,39 +105,54 @@ def seed_spread(samples: list[Sample]) -> tuple[float, int]:
     return (ss / dof if dof else 0.0), dof
 
 
+def _shrunk(own_ms: float, n: int, pooled_ms: float, pooled_n: int) -> float:
+    """Mean square of one metric's n observations, shrunk towards the metric-wide pool."""
+    w = min(PRIOR_DOF, pooled_n)
+    return (own_ms * n + pooled_ms * w) / (n + w) if n + w else 0.0
+
+
 def derive(reference: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
     """Per (method, metric): the measured spread and the tolerance derived from it."""
     ref_threads = reference_threads(reference)
     samples, sizes = collect(reference, results)
-    own = {m: {k: seed_spread(xs) for k, xs in ms.items()} for m, ms in samples.items()}
-    pooled: dict[str, tuple[float, int]] = {}
-    for k in {k for ms in own.values() for k in ms}:
-        parts = [own[m][k] for m in own if k in own[m] and own[m][k][1] > 0]
-        dof = sum(d for _, d in parts)
-        pooled[k] = (sum(v * d for v, d in parts) / dof if dof else 0.0, dof)
-    if not any(d for _, d in pooled.values()):
+    deltas = {m: {k: {str(s.threads): s.value - xs[0].value for s in xs[1:] if s.seed == 0}
+                  for k, xs in ms.items()} for m, ms in samples.items()}
+    seeds = {m: {k: seed_spread(xs) for k, xs in ms.items()} for m, ms in samples.items()}
+    if not any(d for ms in deltas.values() for d in ms.values()):
+        raise UserError("no run of seed 0 at another thread count than the reference's: calibration needs e.g. "
+                        "`bench run --threads 1` beside the seed runs")
+    if not any(dof for ms in seeds.values() for _, dof in ms.values()):
         raise UserError("no metric has two seeds at one thread count: calibration needs runs of seeds 0..N-1 "
                         "(e.g. `bench run --seeds 3`) beside the thread-count runs")
+    pooled_t: dict[str, tuple[float, int]] = {}
+    pooled_s: dict[str, tuple[float, int]] = {}
+    for k in {k for ms in samples.values() for k in ms}:
+        ds = [d for m in deltas if k in deltas[m] for d in deltas[m][k].values()]
+        pooled_t[k] = (sum(d * d for d in ds) / len(ds) if ds else 0.0, len(ds))
+        parts = [seeds[m][k] for m in seeds if k in seeds[m] and seeds[m][k][1] > 0]
+        dof = sum(d for _, d in parts)
+        pooled_s[k] = (sum(v * d for v, d in parts) / dof if dof else 0.0, dof)
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for m, ms in samples.items():
-        for k, xs in ms.items():
-            var, dof = own[m][k]
-            pvar, pdof = pooled[k]
-            w = min(PRIOR_DOF, pdof)
-            sigma = math.sqrt((var * dof + pvar * w) / (dof + w)) if dof + w else 0.0
-            ref = xs[0].value
-            deltas = {str(s.threads): round(s.value - ref, 4) for s in xs[1:] if s.seed == 0}
+        for k in ms:
+            d = deltas[m][k]
+            thread_rms = math.sqrt(_shrunk(sum(x * x for x in d.values()) / len(d) if d else 0.0, len(d),
+                                           *pooled_t[k]))
+            var, dof = seeds[m][k]
+            seed_std = math.sqrt(_shrunk(var, dof, *pooled_s[k]))
+            sigma = min(thread_rms, math.sqrt(2.0) * seed_std) if pooled_s[k][1] else thread_rms
             n_test = sizes.get(m, {}).get(k)
             floor = MIN_IMAGES * 100.0 / n_test if n_test else 0.0
-            biggest = max((abs(d) for d in deltas.values()), default=0.0)
-            tol = max(Z * math.sqrt(2.0) * sigma, THREAD_MARGIN * biggest, floor)
-            tol = math.ceil(tol * 100.0) / 100.0  # two decimals, rounded up
-            seeds = sorted({s.seed for s in xs})
+            biggest = max((abs(x) for x in d.values()), default=0.0)
+            tol = max(Z * sigma, THREAD_MARGIN * biggest, floor)
+            tol = math.ceil(round(tol * 100.0, 6)) / 100.0  # two decimals, rounded up
             out.setdefault(m, {})[k] = {
                 "tolerance": tol, "checked": tol <= MAX_USEFUL,
-                "spread": {"thread_deltas": deltas, "seed_std": round(math.sqrt(var), 4), "seed_dof": dof,
-                           "metric_pooled_std": round(math.sqrt(pvar), 4), "metric_pooled_dof": pdof,
-                           "sigma": round(sigma, 4), "seeds": seeds, "n_test": n_test,
+                "spread": {"thread_deltas": {t: round(x, 4) for t, x in d.items()},
+                           "thread_rms": round(thread_rms, 4),
+                           "seed_std_own": round(math.sqrt(var), 4), "seed_dof": dof,
+                           "seed_std": round(seed_std, 4), "sigma": round(sigma, 4),
+                           "seeds": sorted({s.seed for s in ms[k]}), "n_test": n_test,
                            "reference_threads": ref_threads},
             }
     return out
@@ -146,13 +161,13 @@ def derive(reference: dict[str, Any], results: list[dict[str, Any]]) -> dict[str
 def method_text() -> dict[str, Any]:
     """How the tolerances were derived, stored in the reference beside them."""
     return {
-        "rule": "tolerance = max(Z*sqrt(2)*sigma, THREAD_MARGIN*max|thread delta|, MIN_IMAGES test images), "
-                "rounded up to 0.01; sigma = the seed std shrunk towards the std pooled over all methods of the "
-                "same metric (pooled weighted as PRIOR_DOF degrees of freedom); metrics whose tolerance exceeds "
-                "MAX_USEFUL points are published but not checked",
+        "rule": "sigma = min(thread RMS, sqrt(2) * seed std), each shrunk towards the same quantity pooled over "
+                "all methods of the metric (the pool weighted as PRIOR_DOF observations); tolerance = "
+                "max(Z*sigma, THREAD_MARGIN*max|thread delta|, MIN_IMAGES test images), rounded up to 0.01; "
+                "metrics whose tolerance exceeds MAX_USEFUL points are published but not checked",
         "Z": Z, "THREAD_MARGIN": THREAD_MARGIN, "MIN_IMAGES": MIN_IMAGES, "PRIOR_DOF": PRIOR_DOF,
         "MAX_USEFUL": MAX_USEFUL,
-        "model": "a re-run on another machine diverges from the reference like a second draw around the same "
-                 "seed: |now - reference| has std sqrt(2)*sigma; thread counts 1, 2 and 4 stand in for another "
-                 "CPU's kernels, seeds show how far a diverged trajectory goes",
+        "model": "a re-run on another machine is the reference's run perturbed in its rounding; thread counts "
+                 "other than the reference's stand in for another CPU's kernels (E[delta^2] is the variance of "
+                 "now - reference); seeds show how far a fully diverged trajectory goes and cap it",
     }

@@ -377,29 +377,51 @@ def _calibration_dirs(tmp_path, first_run, suite, seed_shifts, thread_shifts):
     return dirs
 
 
-def test_derived_tolerance_follows_the_measured_spread(reference, first_run, suite):
-    """seeds 0, 1, 2 at +0, +1, -1 points: sample std 1; a 4-thread run moved by 0.3."""
+def _derive(reference, first_run, suite, seed_shift: float, thread_shift: float):
+    """Seeds 0, 1, 2 at +0, +seed_shift, -seed_shift (sample std = seed_shift); a 4-thread run of
+    seed 0 moved by thread_shift. Every metric moves alike, so the metric-wide pools equal each
+    metric's own spread and shrinkage changes nothing."""
     from bench import tolerance
-    ref = _ref(reference)
     base = store.load_results(first_run)
-    runs = [_as_run(r, s, 1, d, suite) for r in base for s, d in ((1, 1.0), (2, -1.0))]
-    runs += [_as_run(r, 0, 4, 0.3, suite) for r in base]
-    out = tolerance.derive(ref, runs)
-    e = out["simclr"]["knn_top1"]
+    runs = [_as_run(r, s, 1, d, suite) for r in base for s, d in ((1, seed_shift), (2, -seed_shift))]
+    runs += [_as_run(r, 0, 4, thread_shift, suite) for r in base]
+    return tolerance.derive(_ref(reference), runs)["simclr"]["knn_top1"]
+
+
+def test_derived_tolerance_follows_the_thread_spread(reference, first_run, suite):
+    from bench import tolerance
+    e = _derive(reference, first_run, suite, 2.0, 1.0)
     sp = e["spread"]
-    assert sp["seed_std"] == pytest.approx(1.0) and sp["seed_dof"] == 2
-    assert sp["thread_deltas"] == {"4": pytest.approx(0.3)}
-    # every metric has the same spread here, so the pooled std is 1 too and sigma = 1
-    assert sp["sigma"] == pytest.approx(1.0)
-    assert e["tolerance"] == pytest.approx(math.ceil(tolerance.Z * math.sqrt(2) * 100) / 100)
-    assert e["checked"] is (e["tolerance"] <= tolerance.MAX_USEFUL)
+    assert sp["seed_std"] == pytest.approx(2.0) and sp["seed_dof"] == 2
+    assert sp["thread_deltas"] == {"4": pytest.approx(1.0)} and sp["thread_rms"] == pytest.approx(1.0)
+    assert sp["sigma"] == pytest.approx(1.0)  # below sqrt(2) * 2: the thread spread decides
+    assert e["tolerance"] == pytest.approx(tolerance.Z * 1.0) and e["checked"] is True
+
+
+def test_seed_spread_caps_the_thread_spread(reference, first_run, suite):
+    from bench import tolerance
+    e = _derive(reference, first_run, suite, 1.0, 4.0)
+    assert e["spread"]["sigma"] == pytest.approx(math.sqrt(2.0), abs=1e-4)  # capped by sqrt(2) * seed std
+    # but never below the observed thread delta (with its margin): 1.25 * 4 = 5 > 3.5 * 1.41
+    assert e["tolerance"] == pytest.approx(tolerance.THREAD_MARGIN * 4.0)
+
+
+def test_tolerance_floor_is_two_test_images(reference, first_run, suite):
+    e = _derive(reference, first_run, suite, 0.1, 0.05)
+    assert e["spread"]["n_test"] == 100 and e["tolerance"] == pytest.approx(2.0)
+
+
+def test_too_noisy_metrics_are_not_checked(reference, first_run, suite):
+    from bench import tolerance
+    e = _derive(reference, first_run, suite, 10.0, 3.0)
+    assert e["tolerance"] > tolerance.MAX_USEFUL and e["checked"] is False
 
 
 def test_calibrate_writes_measured_tolerances_and_check_uses_them(reference, first_run, suite, tmp_path, capsys):
     ref_dir = tmp_path / "ref"
     shutil.copytree(reference, ref_dir)
-    seeds = {1: 1.0, 2: -1.0}  # seed std 1.0: Z*sqrt(2) = 4.95 points, above the 2-image floor (100 test images)
-    dirs = _calibration_dirs(tmp_path, first_run, suite, seeds, {2: 0.1, 4: -0.1})
+    seeds = {1: 2.0, 2: -2.0}  # seed std 2; thread RMS 1: tolerance 3.5, above the 2-image floor
+    dirs = _calibration_dirs(tmp_path, first_run, suite, seeds, {2: 1.0, 4: -1.0})
     assert cli.main(["check", "--suite", SUITE, "--reference", str(ref_dir), "--calibrate", *map(str, dirs)]) == 0
     out = capsys.readouterr().out
     assert "thread deltas" in out and "calibrated" in out
@@ -407,8 +429,8 @@ def test_calibrate_writes_measured_tolerances_and_check_uses_them(reference, fir
     assert ref["calibration"]["runs"] == [{"threads": 1, "seeds": [1, 2]}, {"threads": 2, "seeds": [0]},
                                           {"threads": 4, "seeds": [0]}]
     e = ref["methods"]["simclr"]["linear_top1"]
-    assert e["spread"]["thread_deltas"] == {"2": pytest.approx(0.1), "4": pytest.approx(-0.1)}
-    assert e["tolerance"] == pytest.approx(math.ceil(check_tolerance_for(1.0) * 100) / 100)
+    assert e["spread"]["thread_deltas"] == {"2": pytest.approx(1.0), "4": pytest.approx(-1.0)}
+    assert e["tolerance"] == pytest.approx(3.5)
     # the measured tolerance is what compare() applies: a move just beyond it drifts
     results = store.load_results(first_run)
     for r in results:
@@ -417,11 +439,6 @@ def test_calibrate_writes_measured_tolerances_and_check_uses_them(reference, fir
     rows = {(r.method, r.metric): r for r in check.compare(ref, results)}
     assert rows[("simclr", "linear_top1")].status == "DRIFT"
     assert rows[("simclr", "knn_top1")].status == "OK"
-
-
-def check_tolerance_for(seed_std: float) -> float:
-    from bench import tolerance
-    return tolerance.Z * math.sqrt(2) * seed_std
 
 
 def test_unchecked_metrics_are_shown_but_do_not_fail(reference, first_run):
