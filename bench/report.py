@@ -34,7 +34,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from bench import store
+from bench.results import store
 
 # paradigm key (methods/base.py) -> heading, in display order; baselines sit beside them, last
 PARADIGMS = {

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from bench import probe
-from bench.augment import AugConfig
+from bench.eval import probe
+from bench.engine.augment import AugConfig
 from bench.registry import Registry
 
 ALL_METHODS = ("vae", "aasae", "aae", "simclr", "byol", "vicreg", "mae")
@@ -36,7 +36,7 @@ class EvalConfig:
     knn_t_small: float = 0.07
     probe_val_fraction: float = 0.2  # held-out part of TRAIN used to choose the L2 strength
     # L2 strength on the MEAN cross-entropy of standardized features: log10 range and points
-    # of the grid (bench.probe.l2_grid, where the default and its reasons are defined)
+    # of the grid (bench.eval.probe.l2_grid, where the default and its reasons are defined)
     probe_grid_min: float = probe.GRID_MIN
     probe_grid_max: float = probe.GRID_MAX
     probe_grid_points: int = probe.GRID_POINTS

@@ -11,7 +11,7 @@ import warnings
 
 import torch
 
-from bench import perf
+from bench.tools import perf
 from bench.suites import SUITES
 
 methods = sys.argv[1:] or ["simclr"]

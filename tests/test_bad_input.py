@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 import datasets
-from bench import runner, store
+from bench.engine import runner
+from bench.results import store
 from bench.backbones import BACKBONES
 from bench.cli import main
 from bench.errors import UserError

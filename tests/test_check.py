@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import check, cli, runner, store, suites
-from bench.augment import AugConfig
+from bench.results import check, store
+from bench import cli, suites
+from bench.engine import runner
+from bench.engine.augment import AugConfig
 
 SUITE = "test-check-tiny"
 if SUITE not in suites.SUITES:
@@ -381,7 +383,7 @@ def _derive(reference, first_run, suite, seed_shift: float, thread_shift: float)
     """Seeds 0, 1, 2 at +0, +seed_shift, -seed_shift (sample std = seed_shift); a 4-thread run of
     seed 0 moved by thread_shift. Every metric moves alike, so the metric-wide pools equal each
     metric's own spread and shrinkage changes nothing."""
-    from bench import tolerance
+    from bench.results import tolerance
     base = store.load_results(first_run)
     runs = [_as_run(r, s, 1, d, suite) for r in base for s, d in ((1, seed_shift), (2, -seed_shift))]
     runs += [_as_run(r, 0, 4, thread_shift, suite) for r in base]
@@ -389,7 +391,7 @@ def _derive(reference, first_run, suite, seed_shift: float, thread_shift: float)
 
 
 def test_derived_tolerance_follows_the_thread_spread(reference, first_run, suite):
-    from bench import tolerance
+    from bench.results import tolerance
     e = _derive(reference, first_run, suite, 2.0, 1.0)
     sp = e["spread"]
     assert sp["seed_std"] == pytest.approx(2.0) and sp["seed_dof"] == 2
@@ -399,7 +401,7 @@ def test_derived_tolerance_follows_the_thread_spread(reference, first_run, suite
 
 
 def test_seed_spread_caps_the_thread_spread(reference, first_run, suite):
-    from bench import tolerance
+    from bench.results import tolerance
     e = _derive(reference, first_run, suite, 1.0, 4.0)
     assert e["spread"]["sigma"] == pytest.approx(math.sqrt(2.0), abs=1e-4)  # capped by sqrt(2) * seed std
     # but never below the observed thread delta (with its margin): 1.25 * 4 = 5 > 3.5 * 1.41
@@ -412,7 +414,7 @@ def test_tolerance_floor_is_two_test_images(reference, first_run, suite):
 
 
 def test_too_noisy_metrics_are_not_checked(reference, first_run, suite):
-    from bench import tolerance
+    from bench.results import tolerance
     e = _derive(reference, first_run, suite, 10.0, 3.0)
     assert e["tolerance"] > tolerance.MAX_USEFUL and e["checked"] is False
 

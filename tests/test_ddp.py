@@ -133,9 +133,9 @@ def test_torchrun_two_processes_match_one_process_and_resume(tmp_path):
 
 def test_global_batch_augmentation_slices_match_one_process():
     """The per-rank augmentation equals the matching rows of one process's global-batch views."""
-    from bench import augment
-    from bench.augment import Augment, AugConfig
-    from bench.distributed import global_batch_augmentation
+    from bench.engine import augment
+    from bench.engine.augment import Augment, AugConfig
+    from bench.engine.distributed import global_batch_augmentation
 
     impls = [{"impl": i} for i in getattr(augment, "IMPLS", ())] or [{}]
     for channels, kw in [(c, kw) for c in (1, 3) for kw in impls]:
@@ -169,7 +169,7 @@ def _simclr64():
 def _ddp_step(rank: int, world: int, port: int, out: str) -> None:
     import torch.distributed as dist
     from bench.suites import TrainConfig
-    from bench.train_ddp import ddp_wrapper
+    from bench.engine.train_ddp import ddp_wrapper
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from bench.diagnostics import alignment, diagnostics, effective_rank, invariance, is_collapsed, uniformity
+from bench.eval.diagnostics import alignment, diagnostics, effective_rank, invariance, is_collapsed, uniformity
 
 
 def _gauss(n=2000, d=32, seed=0):

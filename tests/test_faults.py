@@ -21,10 +21,11 @@ import torch
 from torch import nn
 
 import methods
-from bench import runner, store
+from bench.engine import runner
+from bench.results import store
 from bench.cli import main
 from bench.suites import SUITES, expand
-from bench.train import CHECKPOINT, LOG, load_checkpoint
+from bench.engine.train import CHECKPOINT, LOG, load_checkpoint
 from bench.errors import UserError
 from methods.base import AUGMENTED, Method
 

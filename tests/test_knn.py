@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from bench.knn import knn_predict, knn_top1
+from bench.eval.knn import knn_predict, knn_top1
 
 
 def _reference(train, labels, test, num_classes, k, t):

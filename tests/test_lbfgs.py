@@ -1,9 +1,9 @@
-"""bench.lbfgs: the compact inverse-Hessian product is L-BFGS's, and minimize() meets its tolerance."""
+"""bench.eval.lbfgs: the compact inverse-Hessian product is L-BFGS's, and minimize() meets its tolerance."""
 
 import pytest
 import torch
 
-from bench.lbfgs import LBFGS
+from bench.eval.lbfgs import LBFGS
 
 
 def _pairs(p=30, m=7, seed=0):

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 import methods
-from bench.augment import AugConfig, Augment, normalize
+from bench.engine.augment import AugConfig, Augment, normalize
 from bench.backbones import BACKBONES
-from bench.train import build_optimizer, make_views, scaled_lr
+from bench.engine.train import build_optimizer, make_views, scaled_lr
 from methods.base import AUGMENTED, CLEAN, DataInfo
 
 TRAINED = methods.METHODS.names() + [n for n in methods.BASELINES.names() if methods.get(n).trains]

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from bench.augment import Augment, AugConfig
+from bench.engine.augment import Augment, AugConfig
 from bench.suites import SUITES
 
 CONFIGS = {  # name -> (AugConfig, channels, size)

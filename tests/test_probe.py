@@ -10,7 +10,7 @@ from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-from bench.probe import _LogRegPath, fit_logreg, linear_probe, select_l2, stratified_split
+from bench.eval.probe import _LogRegPath, fit_logreg, linear_probe, select_l2, stratified_split
 
 @pytest.fixture(autouse=True)
 def _one_thread():

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import cli, report, store
-from bench.probe import l2_grid
+from bench import cli, report
+from bench.results import store
+from bench.eval.probe import l2_grid
 
 XSS = "<script>alert(1)</script>"
 CHROMIUM = "/usr/bin/chromium"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from bench.cli import main
-from bench.distributed import parse_shard, shard
+from bench.engine.distributed import parse_shard, shard
 from bench.errors import UserError
 from bench.suites import SUITES, expand
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.augment import Augment
+from bench.engine.augment import Augment
 from bench.suites import SUITES
 
 CASES = {  # suite -> (channels, size)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.knn import knn_top1
-from bench.probe import l2_grid, linear_probe
+from bench.eval.knn import knn_top1
+from bench.eval.probe import l2_grid, linear_probe
 
 
 def _features(n: int, d: int = 256, classes: int = 10, seed: int = 0):

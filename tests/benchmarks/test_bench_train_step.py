@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import methods
-from bench.augment import Augment, AugConfig
-from bench.runner import build_method, resolve
+from bench.engine.augment import Augment, AugConfig
+from bench.engine.runner import build_method, resolve
 from bench.suites import SUITES, RunSpec
-from bench.train import _step, build_optimizer, make_views, scaled_lr
+from bench.engine.train import _step, build_optimizer, make_views, scaled_lr
 from methods.base import DataInfo
 
 SUITE = SUITES.get("fmnist-ci")

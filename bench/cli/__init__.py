@@ -65,9 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 PLUGGED = [
-    ("check", "bench.check", "re-run a suite and compare with its published numbers; exit 1 on drift"),
-    ("features", "bench.features", "export a run's frozen features and labels to .npz"),
-    ("perf", "bench.perf", "measure the harness against the bare bound and a plain lightly loop"),
+    ("check", "bench.results.check", "re-run a suite and compare with its published numbers; exit 1 on drift"),
+    ("features", "bench.cli.features", "export a run's frozen features and labels to .npz"),
+    ("perf", "bench.tools.perf", "measure the harness against the bare bound and a plain lightly loop"),
 ]
 
 
@@ -117,7 +117,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from bench import config, distributed, report, runner, suites
+    from bench import config, report, suites
+    from bench.engine import distributed, runner
     suite = suites.SUITES.get(args.suite)
     sets = config.parse_sets(args.sets)
     if args.epochs:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from bench.augment import Augment
+from bench.engine.augment import Augment
 from bench.errors import UserError
 from bench.suites import TrainConfig
 from methods.base import AUGMENTED, Method, OptimConfig
@@ -213,7 +213,7 @@ def train(method: Method, images: torch.Tensor, labels: torch.Tensor, aug: Augme
     scope = contextlib.ExitStack()
     try:
         if world_size > 1:  # each rank: its slice of the global batch's augmentation draws
-            from bench.distributed import global_batch_augmentation
+            from bench.engine.distributed import global_batch_augmentation
             scope.enter_context(global_batch_augmentation(aug, world_size, rank))
         for epoch in range(start_epoch, cfg.epochs):
             torch.manual_seed(epoch_seed(seed, epoch))  # augmentation draws
@@ -380,5 +380,5 @@ def _reopen_log(path: Path, rows: list[dict]):
 def _global_mean(loss: torch.Tensor, world_size: int) -> torch.Tensor:
     if world_size == 1:
         return loss.detach()
-    from bench.distributed import mean_over_ranks
+    from bench.engine.distributed import mean_over_ranks
     return mean_over_ranks(loss.detach().float())

@@ -2,7 +2,7 @@
 
 (a) bare bound   forward + backward + optimizer step of the method model on pre-made float views
                  (already augmented, already on the device): nothing else runs;
-(b) harness      the REAL training loop, `bench.train.train` (epochs=1 on a subset of exactly
+(b) harness      the REAL training loop, `bench.engine.train.train` (epochs=1 on a subset of exactly
                  --steps batches, a temporary run dir), on uint8 data resident on the device with
                  the suite's batched augmentation; wall clock of the whole call, checkpoint included;
 (c) plain loop   (--vs-lightly) what a lightly user writes: `SimCLRTransform` on PIL images in a
@@ -69,7 +69,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sklearn-repeats", type=int, default=1,
                    help="repeats of the (slow) scikit-learn search; 0 skips it (default 1)")
     p.add_argument("--sklearn-warm", action="store_true",
-                   help="also time sklearn warm-started along the grid (as bench.probe's path solver is)")
+                   help="also time sklearn warm-started along the grid (as bench.eval.probe's path solver is)")
     p.add_argument("--epoch-time", action="store_true", help="print the epoch time and the schedule's projected "
                    "total for --method at the suite's full training set size")
     p.add_argument("--all-methods", action="store_true", help="--epoch-time for every registered method "
@@ -128,7 +128,7 @@ def load_setup(args: argparse.Namespace, suite, device: torch.device, need: int)
         info = DataInfo(dinfo.channels, size, dinfo.num_classes, (0.5,) * dinfo.channels, (0.25,) * dinfo.channels)
         note = f"synthetic uint8 {dinfo.channels}x{size}x{size} (random; accuracies meaningless)"
         return Setup(suite, device, images.to(device), labels.to(device), info, ev_tr, ev_te, full, note)
-    from bench.runner import Options, SuiteData
+    from bench.engine.runner import Options, SuiteData
     suite_no_transfer = dataclasses.replace(suite, eval=dataclasses.replace(suite.eval, transfer=()))
     with tempfile.TemporaryDirectory() as tmp:
         data = SuiteData(suite_no_transfer, Options(out=Path(tmp), data_dir=args.data_dir, download=False), device)
@@ -149,8 +149,8 @@ def build(suite, method: str, info, device: torch.device, seed: int = 0):
     """The method model, its resolved config, train/optim configs and the suite's augmentation,
     built exactly as `bench run` builds them."""
     import methods
-    from bench.augment import AugConfig
-    from bench.runner import build_method, resolve
+    from bench.engine.augment import AugConfig
+    from bench.engine.runner import build_method, resolve
     from bench.suites import RunSpec, TrainConfig
     resolved = resolve(suite, RunSpec(suite.name, method, seed), {})
     model = build_method(suite, resolved, info, device)
@@ -161,7 +161,7 @@ def build(suite, method: str, info, device: torch.device, seed: int = 0):
 
 
 def make_aug(aug_cfg, info, device, impl: str):
-    from bench.augment import Augment
+    from bench.engine.augment import Augment
     return Augment(aug_cfg, info.size, info.channels, info.mean, info.std, impl=impl).to(device)
 
 
@@ -201,7 +201,7 @@ class Bare:
     """fwd + bwd + optimizer step on pre-made views: the bound any loop can at best reach."""
 
     def __init__(self, s: Setup, method: str, batch: int, aug_impl: str, pool: int = 4) -> None:
-        from bench.train import build_optimizer, make_views, prepare, scaled_lr, to_memory_format
+        from bench.engine.train import build_optimizer, make_views, prepare, scaled_lr, to_memory_format
         self.model, _, self.train_cfg, optim, aug_cfg = build(s.suite, method, s.info, s.device)
         channels_last = prepare(self.model, self.train_cfg, s.device)  # as the harness does
         self.opt = build_optimizer(self.model, optim, scaled_lr(optim, batch))
@@ -241,7 +241,7 @@ class Bare:
 # (b) the real harness loop
 # --------------------------------------------------------------------------------------------
 class Harness:
-    """`bench.train.train` for exactly `steps` steps: epochs=1 on steps x batch images."""
+    """`bench.engine.train.train` for exactly `steps` steps: epochs=1 on steps x batch images."""
 
     def __init__(self, s: Setup, method: str, batch: int, aug_impl: str) -> None:
         self.s = s
@@ -254,7 +254,7 @@ class Harness:
         self.calls = 0
 
     def run(self, steps: int, wrap_profile: bool = False) -> float:
-        from bench.train import train
+        from bench.engine.train import train
         n = steps * self.batch
         images, labels = self.s.images[:n], self.s.labels[:n]
         with tempfile.TemporaryDirectory() as tmp:
@@ -329,7 +329,7 @@ class Plain:
     """The loop a lightly user writes: DataLoader(PIL + SimCLRTransform, 2 workers) -> model."""
 
     def __init__(self, s: Setup, method: str, batch: int, workers: int) -> None:
-        from bench.train import build_optimizer, prepare, scaled_lr
+        from bench.engine.train import build_optimizer, prepare, scaled_lr
         self.model, _, train_cfg, optim, aug_cfg = build(s.suite, method, s.info, s.device)
         self.channels_last = prepare(self.model, train_cfg, s.device)  # same model as (a), (b)
         self.opt = build_optimizer(self.model, optim, scaled_lr(optim, batch))
@@ -349,7 +349,7 @@ class Plain:
             yield from self.loader
 
     def _step(self) -> None:
-        from bench.train import to_memory_format
+        from bench.engine.train import to_memory_format
         views, yb = next(self.it)
         views = to_memory_format([v.to(self.device, non_blocking=True) for v in views], self.channels_last)
         yb = yb.to(self.device, non_blocking=True)
@@ -402,7 +402,7 @@ def time_augment(s: Setup, aug_cfg, batch: int, impl: str, repeats: int, calls: 
 # --------------------------------------------------------------------------------------------
 def eval_features(s: Setup, method: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Features of a random-init encoder (the method's backbone, seed 0) of the suite's eval data."""
-    from bench.evaluate import extract_features
+    from bench.eval.evaluate import extract_features
     model, *_ = build(s.suite, method, s.info, s.device)
     model.eval()
     ftr = extract_features(model.encode, s.eval_train[0], s.info.mean, s.info.std, s.device, s.suite.eval.feature_batch)
@@ -412,14 +412,14 @@ def eval_features(s: Setup, method: str) -> tuple[torch.Tensor, torch.Tensor, to
 
 def sklearn_search(ftr, ytr, fte, yte, grid, val_fraction: float, seed: int, max_iter: int, tol: float,
                    warm_start: bool = False) -> dict[str, Any]:
-    """scikit-learn LogisticRegression(lbfgs) doing bench.probe's search: same held-out split
-    (bench.probe.stratified_split), same standardization, l2 -> C = 1 / (l2 * n_fit), ties to the
+    """scikit-learn LogisticRegression(lbfgs) doing bench.eval.probe's search: same held-out split
+    (bench.eval.probe.stratified_split), same standardization, l2 -> C = 1 / (l2 * n_fit), ties to the
     larger l2, refit on all of train with C = 1 / (l2 * n_train), score test once."""
     import warnings
     import numpy as np
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
-    from bench.probe import stratified_split
+    from bench.eval.probe import stratified_split
     x = ftr.detach().float().cpu().numpy()
     y = ytr.detach().cpu().numpy()
     xt = fte.detach().float().cpu().numpy()
@@ -453,7 +453,7 @@ def sklearn_search(ftr, ytr, fte, yte, grid, val_fraction: float, seed: int, max
 
 def time_probe(ftr, ytr, fte, yte, num_classes, cfg, repeats: int, sk_repeats: int, device,
                sk_warm: bool = False) -> dict[str, Any]:
-    from bench.probe import DEFAULT_TOL, linear_probe
+    from bench.eval.probe import DEFAULT_TOL, linear_probe
     grid = cfg.probe_l2_grid()
     ours_t, ours_cpu, res = [], [], None
     for _ in range(repeats):
@@ -479,7 +479,7 @@ def time_probe(ftr, ytr, fte, yte, num_classes, cfg, repeats: int, sk_repeats: i
 
 
 def time_knn(ftr, ytr, fte, yte, num_classes, cfg, repeats: int, device) -> dict[str, Any]:
-    from bench.knn import knn_top1
+    from bench.eval.knn import knn_top1
     k = min(cfg.knn_k, ftr.shape[0])
     ours, bare, acc = [], [], float("nan")
     for _ in range(max(repeats, 5)):
@@ -503,7 +503,7 @@ def time_knn(ftr, ytr, fte, yte, num_classes, cfg, repeats: int, device) -> dict
 def profile_harness(h: Harness, steps: int) -> str:
     """Where a harness step's time goes: torch.profiler over a real train() call, with the
     loop's augmentation and forward/loss wrapped in named regions."""
-    import bench.train as bt
+    import bench.engine.train as bt
     from torch.profiler import ProfilerActivity, profile, record_function
     orig_views, orig_step = bt.make_views, bt._step
 
@@ -592,7 +592,7 @@ def _verdict(ok: bool) -> str:
 
 def main(args: argparse.Namespace) -> int:
     import methods
-    from bench.runner import device_name, pick_device
+    from bench.engine.runner import device_name, pick_device
     if args.threads:
         torch.set_num_threads(args.threads)
         try:  # the same limit for numpy/scipy BLAS (the sklearn comparison) and other OpenMP pools
@@ -652,7 +652,7 @@ def main(args: argparse.Namespace) -> int:
         pair_ba = _median([hb / ba for hb, ba in zip(rows["harness"], rows["bare"])])
         print(f"(a) bare bound     fwd+bwd+step on pre-made views      {a:9.1f} views/s  {_fmt_rates(rows['bare'])}"
               f"  cpu {_median(cpu['bare']):.2f} ms/view")
-        print(f"(b) harness        bench.train.train, uint8 on {device.type:4s}     {b:9.1f} views/s  "
+        print(f"(b) harness        bench.engine.train.train, uint8 on {device.type:4s}     {b:9.1f} views/s  "
               f"{_fmt_rates(rows['harness'])}  cpu {_median(cpu['harness']):.2f} ms/view  = {b / a:.3f} x bare  "
               f"(loop's own step timer: {_median(internal):.1f} views/s; median of paired ratios {pair_ba:.3f})")
         report.update(bare_views_per_s=a, harness_views_per_s=b, harness_internal_views_per_s=_median(internal),
@@ -687,7 +687,7 @@ def main(args: argparse.Namespace) -> int:
                         sk_warm=args.sklearn_warm)
         ours = _median(pr["ours_s"])
         line = (f"linear probe  {pr['n_train']} train / {pr['n_test']} test x {pr['dim']}-d random-init features, "
-                f"{pr['grid_points']}-point L2 search + refit:  bench.probe {ours:.2f} s, {_median(pr['ours_cpu_s']):.2f} "
+                f"{pr['grid_points']}-point L2 search + refit:  bench.eval.probe {ours:.2f} s, {_median(pr['ours_cpu_s']):.2f} "
                 f"CPU-s (top-1 {pr['ours_top1']:.2f})")
         report.update(probe=pr)
         if "sklearn_s" in pr:
@@ -707,7 +707,7 @@ def main(args: argparse.Namespace) -> int:
         print(line, flush=True)
         kn = time_knn(ftr, ytr, fte, yte, k, suite.eval, args.repeats, device)
         ko, kb = min(kn["ours_s"]), min(kn["bare_s"])
-        print(f"kNN           k={kn['k']}, {len(ftr)} bank x {len(fte)} queries:  bench.knn.knn_top1 {ko * 1e3:.1f} ms "
+        print(f"kNN           k={kn['k']}, {len(ftr)} bank x {len(fte)} queries:  bench.eval.knn.knn_top1 {ko * 1e3:.1f} ms "
               f"(top-1 {kn['top1']:.2f})  bare matmul+topk {kb * 1e3:.1f} ms  ratio {ko / kb:.2f} (minimum of "
               f"{len(kn['ours_s'])}; medians {_median(kn['ours_s']) * 1e3:.1f} / {_median(kn['bare_s']) * 1e3:.1f} ms)")
         report.update(knn=kn, knn_ratio=ko / kb)

@@ -19,13 +19,14 @@ import torch
 import datasets as ds
 import methods
 from bench import config as cfgmod
-from bench.augment import Augment, AugConfig
+from bench.engine.augment import Augment, AugConfig
 from bench.backbones import BACKBONES
 from bench.errors import UserError
-from bench.evaluate import EvalSet, evaluate
-from bench import distributed, store
+from bench.eval.evaluate import EvalSet, evaluate
+from bench.engine import distributed
+from bench.results import store
 from bench.suites import RunSpec, Suite
-from bench.train import CHECKPOINT, TrainOutcome, save_checkpoint, train
+from bench.engine.train import CHECKPOINT, TrainOutcome, save_checkpoint, train
 from methods.base import DataInfo, Method
 
 
@@ -150,7 +151,7 @@ def _tuples(d: dict[str, Any]) -> dict[str, Any]:
 def execute(suite: Suite, spec: RunSpec, resolved: dict[str, Any], run_dir: Path, data: SuiteData,
             device: torch.device, opts: Options) -> dict[str, Any]:
     """Train and evaluate one run; returns the result record (status ok/diverged/failed)."""
-    from bench.train_ddp import ddp_wrapper  # noqa: local import keeps single-process start-up light
+    from bench.engine.train_ddp import ddp_wrapper  # noqa: local import keeps single-process start-up light
     h = store.spec_hash(resolved)
     cls = methods.get(spec.method)
     result: dict[str, Any] = {"schema_version": store.SCHEMA_VERSION, "run_id": run_dir.name, "spec_hash": h,
@@ -208,7 +209,7 @@ def device_name(device: torch.device) -> str:
 def save_reconstructions(method: Method, data: SuiteData, run_dir: Path, device: torch.device, n: int = 16) -> None:
     """Autoencoders: originals (top row) over reconstructions (bottom row) as recon.png."""
     from torchvision.utils import save_image
-    from bench.augment import normalize
+    from bench.engine.augment import normalize
     x = normalize(data.main.test.images[:n].to(device), data.info.mean, data.info.std)
     rec = method.reconstruct(x)
     if rec is None:

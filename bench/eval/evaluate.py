@@ -15,10 +15,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from bench import diagnostics as diag
-from bench.augment import Augment, normalize
-from bench.knn import knn_top1
-from bench.probe import linear_probe
+from bench.eval import diagnostics as diag
+from bench.engine.augment import Augment, normalize
+from bench.eval.knn import knn_top1
+from bench.eval.probe import linear_probe
 from bench.suites import EvalConfig
 
 import datasets as ds
@@ -58,7 +58,7 @@ def features_fingerprint(feats: torch.Tensor) -> dict[str, Any]:
     """A small summary of a feature matrix that survives float summation order: the projections
     of its first rows and of its column mean on fixed random directions, and its RMS. The digest
     proves bit-identity on the same machine; this lets `bench features` elsewhere show that the
-    features agree within a tolerance (bench.features.FINGERPRINT_RTOL) when the digest cannot."""
+    features agree within a tolerance (bench.cli.features.FINGERPRINT_RTOL) when the digest cannot."""
     x = feats.detach().cpu().double()
     r = torch.randn(x.shape[1], FINGERPRINT_DIMS, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     return {"shape": list(x.shape), "rms": float(x.pow(2).mean().sqrt()) if x.numel() else 0.0,

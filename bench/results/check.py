@@ -6,7 +6,7 @@ Check (the default):
 
 reads `reports/<suite>/results.json`, re-runs the suite with the SAME command that produced it
 (its methods, seed count and `--set` overrides come from the reference file, and so does the kind of
-device, cpu or cuda, unless --device says otherwise; the runs go through `bench.runner.run_suite`,
+device, cpu or cuda, unless --device says otherwise; the runs go through `bench.engine.runner.run_suite`,
 the code behind `bench run`) into a fresh directory, and compares every
 published metric with its tolerance. It prints reference / now / delta / tolerance / OK|DRIFT
 per (method, metric) and exits 0 when all hold, 1 on any drift, missing metric or failed run,
@@ -51,7 +51,7 @@ from typing import Any
 from bench.cli import positive_int
 from bench.errors import UserError
 from bench.threads import cpu_threads, environment_threads, threads_of
-from bench.tolerance import reference_threads
+from bench.results.tolerance import reference_threads
 
 REFERENCE_FILE = "results.json"
 FORMAT = "ssl-bench-reference"
@@ -280,7 +280,9 @@ def verdict(rows: list[Row]) -> tuple[int, str]:
 
 def check(suite, path: Path, args: argparse.Namespace) -> int:
     import methods
-    from bench import runner, store, suites
+    from bench.engine import runner
+    from bench.results import store
+    from bench import suites
     reference = load_reference(path, suite.name)
     names = tuple(reference.get("methods_run", list(reference["methods"])))
     for n in list(names) + list(reference["methods"]):
@@ -375,7 +377,7 @@ def _canon(v: Any) -> str:
 def derive_command(suite, results: list[dict[str, Any]]) -> dict[str, Any]:
     """The `bench run` arguments (methods, seeds, aug mode, --set overrides) that reproduce
     exactly the configs stored in `results`; UserError when no single command does."""
-    from bench import runner
+    from bench.engine import runner
     from bench.suites import RunSpec
     aug_modes = {(r.get("config") or {}).get("aug_mode", "shared") for r in results}
     if len(aug_modes) != 1:
@@ -447,7 +449,7 @@ def command_line(suite_name: str, names: tuple[str, ...] | list[str], default: t
 
 def build_reference(suite, results: list[dict[str, Any]]) -> dict[str, Any]:
     """The reference record of `results` (all ok, all of `suite`)."""
-    from bench import store
+    from bench.results import store
     others = sorted({str((r.get("config") or {}).get("suite")) for r in results} - {suite.name})
     if others:
         raise UserError(f"the results directory also holds runs of suite(s) {', '.join(others)}; "
@@ -491,7 +493,8 @@ def build_reference(suite, results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def publish(suite, results_dir: Path, path: Path, force: bool) -> int:
-    from bench import report, store
+    from bench import report
+    from bench.results import store
     if path.exists() and not force:
         raise UserError(f"reference '{path}' already exists; pass --force to replace it "
                         "(or --reference DIR to write elsewhere)")
@@ -516,7 +519,8 @@ def publish(suite, results_dir: Path, path: Path, force: bool) -> int:
 def calibrate(suite, path: Path, dirs: list[Path]) -> int:
     """Measure each metric's tolerance from runs of the reference's command at other thread
     counts and seeds (bench/tolerance.py) and write it into the reference."""
-    from bench import runner, store, tolerance
+    from bench.engine import runner
+    from bench.results import store, tolerance
     from bench.suites import RunSpec
     reference = load_reference(path, suite.name)
     if reference["seeds"] != 1:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bench.lbfgs import LBFGS
+from bench.eval.lbfgs import LBFGS
 
 # The L2 grid, defined here once (EvalConfig's probe_grid_* defaults are these numbers).
 # ssl-transfer searches torch.logspace(-6, 5, 45) as sklearn's 1/C, a penalty on the SUM of the
@@ -59,7 +59,7 @@ class ProbeResult:
         return {
             "classifier": "multinomial logistic regression, L2 penalty on weights (bias unpenalized)",
             "objective": "mean cross-entropy + l2/2 * ||W||^2",
-            "solver": "full-batch L-BFGS (bench.lbfgs: compact inverse-Hessian form; Wolfe line "
+            "solver": "full-batch L-BFGS (bench.eval.lbfgs: compact inverse-Hessian form; Wolfe line "
             "search, approximate Wolfe once loss differences reach rounding), initial inverse "
             "Hessian = the inverse Hessian diagonal in the features' principal axes, set per l2; "
             "float32 matmuls, float64 parameters and loss sum",

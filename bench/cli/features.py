@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import store
+from bench.results import store
 from bench.cli import positive_int
 from bench.errors import UserError
 from bench.threads import cpu_threads, threads_of
@@ -37,10 +37,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from bench import runner
-    from bench.evaluate import extract_features, features_digest, features_fingerprint
+    from bench.engine import runner
+    from bench.eval.evaluate import extract_features, features_digest, features_fingerprint
     from bench.suites import SUITES, EvalConfig, TrainConfig
-    from bench.train import CHECKPOINT, load_checkpoint
+    from bench.engine.train import CHECKPOINT, load_checkpoint
 
     result = store.read_result(args.run_dir)
     if result is None:

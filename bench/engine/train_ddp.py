@@ -109,7 +109,7 @@ def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module
 
 
 def ddp_wrapper(cfg: TrainConfig, device: torch.device) -> Callable[[nn.Module], nn.Module]:
-    """`wrap(method)` for bench.train.train under torchrun: (optionally SyncBN-converted)
+    """`wrap(method)` for bench.engine.train.train under torchrun: (optionally SyncBN-converted)
     method inside DistributedDataParallel, forward = training_step."""
 
     def wrap(method: nn.Module) -> nn.Module:

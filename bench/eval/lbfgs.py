@@ -5,7 +5,7 @@ tensor ops per iteration with a 50-pair memory, ~3 ms on 2 CPU cores, about as m
 probe's whole objective (two 8000 x 256 x 10 GEMMs). Here the inverse-Hessian product uses the
 compact representation (Byrd, Nocedal & Schnabel 1994, eq. 3.1): a few small matmuls, whatever
 the memory size. The state is public so a caller can carry the curvature memory from one problem
-to a nearby one (see ``bench.probe``). Stopping rule as scikit-learn's lbfgs and
+to a nearby one (see ``bench.eval.probe``). Stopping rule as scikit-learn's lbfgs and
 ``torch.optim.LBFGS``: ``max |grad| <= tol``, or ``max_iter`` iterations.
 """
 

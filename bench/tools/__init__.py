@@ -1,0 +1,1 @@
+"""Developer tooling: the measurements behind docs/performance.md (`python -m bench perf`)."""
