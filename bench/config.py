@@ -1,16 +1,241 @@
-"""Typed config dataclasses and checked `--set key=value` overrides.
+"""Every config type of a run, and checked `--set key=value` overrides.
 
-Every knob is a field of a frozen dataclass with its recipe default. Overrides are parsed
-against the field's declared type: an unknown key or a value of the wrong type is a
-UserError (exit code 2), never a silent string.
+Every knob is a field of a frozen dataclass with its recipe default: the suite's training
+budget (TrainConfig), augmentation (AugConfig) and evaluation protocol (EvalConfig), a method's
+optimizer recipe (OptimConfig; the method's own Config lives with the method). A Suite bundles
+them; `resolve` turns (suite, RunSpec, --set overrides) into ONE frozen ResolvedRun, which every
+consumer uses and whose hash is the run id. Overrides are parsed against the field's declared
+type: an unknown key or a value of the wrong type is a UserError (exit code 2), never a silent
+string.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import typing
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bench.errors import UserError
+from bench.eval import probe
+
+ALL_METHODS = ("vae", "aasae", "aae", "simclr", "byol", "vicreg", "mae")
+ALL_BASELINES = ("pixels", "random-init", "supervised")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 200
+    batch_size: int = 256
+    warmup_epochs: int = 10        # linear warmup, then the method's schedule (cosine/constant)
+    train_subset: int = 0          # pretrain on a fixed class-balanced subset of this size (0 = all)
+    amp: bool = True               # bf16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = True     # CUDA only
+    compile: bool = False          # torch.compile the method (CUDA)
+    grad_clip: float = 0.0         # max grad norm (0 = off)
+    sync_bn: bool = False          # SyncBatchNorm under torchrun
+
+
+@dataclass(frozen=True)
+class AugConfig:
+    """The suite's ONE augmentation pipeline (bench/engine/augment.py); defaults: the CIFAR recipe."""
+    crop_scale_min: float = 0.08   # RandomResizedCrop scale range (min, 1.0)
+    hflip_p: float = 0.5           # horizontal flip probability
+    jitter_p: float = 0.8          # probability of colour jitter
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4        # ignored for 1-channel data (no colour)
+    hue: float = 0.1               # ignored for 1-channel data
+    grayscale_p: float = 0.2       # ignored for 1-channel data (already gray)
+    blur_p: float = 0.0            # no blur at 32px (SimCLR CIFAR recipe)
+    solarize_p: float = 0.0
+
+    def describe(self) -> str:
+        return (f"RandomResizedCrop(scale={self.crop_scale_min}-1), HFlip(p={self.hflip_p}), "
+                f"ColorJitter({self.brightness},{self.contrast},{self.saturation},{self.hue}, p={self.jitter_p}), "
+                f"Grayscale(p={self.grayscale_p}), Blur(p={self.blur_p}), Solarize(p={self.solarize_p})")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    train_subset: int = 0          # kNN bank / probe train set: fixed class-balanced subset (0 = all)
+    test_subset: int = 0           # 0 = the full test split
+    knn_k: int = 200               # InstDisc / lightly protocol
+    knn_t: float = 0.1
+    knn_k_small: int = 20          # second reported setting
+    knn_t_small: float = 0.07
+    probe_val_fraction: float = 0.2  # held-out part of TRAIN used to choose the L2 strength
+    # L2 strength on the MEAN cross-entropy of standardized features: log10 range and points
+    # of the grid (bench.eval.probe.l2_grid, where the default and its reasons are defined)
+    probe_grid_min: float = probe.GRID_MIN
+    probe_grid_max: float = probe.GRID_MAX
+    probe_grid_points: int = probe.GRID_POINTS
+    label_fractions: tuple[float, ...] = (0.01, 0.1)
+    transfer: tuple[str, ...] = ()   # target datasets, resized to the suite's image size
+    transfer_train_subset: int = 0
+    transfer_test_subset: int = 0
+    feature_batch: int = 1024
+
+    def probe_l2_grid(self) -> tuple[float, ...]:
+        return probe.l2_grid(self.probe_grid_min, self.probe_grid_max, self.probe_grid_points)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """A method's optimizer recipe (a class attribute of every method)."""
+    name: str = "sgd"            # sgd | adam | adamw | lars (lightly's LARS)
+    lr: float = 0.06             # base learning rate at `lr_batch_size`
+    lr_batch_size: int = 256     # linear scaling rule: lr = base lr * batch_size / lr_batch_size
+    weight_decay: float = 5e-4   # not applied to biases and norm parameters
+    momentum: float = 0.9        # sgd / lars
+    beta1: float = 0.9           # adam / adamw
+    beta2: float = 0.999         # adam / adamw
+    schedule: str = "cosine"     # cosine | constant, after the suite's linear warmup
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    dataset: str
+    backbone: str
+    image_size: int
+    train: TrainConfig
+    aug: AugConfig
+    eval: EvalConfig
+    methods: tuple[str, ...] = ALL_METHODS
+    baselines: tuple[str, ...] = ALL_BASELINES
+    target: str = "cpu"            # where the suite is meant to run: cpu | gpu
+    tolerance: float = 1.0         # default drift tolerance (accuracy points) for `bench check`
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training+evaluation run of a suite, before its config is resolved."""
+    suite: str
+    method: str
+    seed: int
+    aug_mode: str = "shared"       # shared | native (each method's own recipe, an ablation)
+
+
+SCHEMA_VERSION = 1  # of result.json and of the hashed run config: a change invalidates old runs
+
+
+@dataclass(frozen=True)
+class ResolvedRun:
+    """Everything that determines a run's result, resolved from its suite, spec and overrides.
+
+    Stored as result.json's `config` (`to_json`) and read back with `from_json`; its hash
+    (`spec_hash`, over the same JSON) names the run directory, so a changed config never
+    reuses an old result.
+    """
+    suite: str
+    method: str
+    seed: int
+    aug_mode: str
+    dataset: str
+    backbone: str
+    image_size: int
+    views: tuple[str, ...]
+    paradigm: str
+    train: TrainConfig
+    aug: AugConfig
+    eval: EvalConfig
+    method_config: Any             # the method's own Config dataclass
+    optim: OptimConfig
+    world_size: int = 1            # torchrun processes: train.batch_size is per process
+
+    def to_json(self) -> dict[str, Any]:
+        d = {"suite": self.suite, "method": self.method, "seed": self.seed, "aug_mode": self.aug_mode,
+             "dataset": self.dataset, "backbone": self.backbone, "image_size": self.image_size,
+             "views": list(self.views), "paradigm": self.paradigm,
+             "train": dataclasses.asdict(self.train), "aug": dataclasses.asdict(self.aug),
+             "eval": dataclasses.asdict(self.eval), "method_config": dataclasses.asdict(self.method_config),
+             "optim": dataclasses.asdict(self.optim)}
+        if self.world_size > 1:  # absent for one process: run ids of single-process runs stay as they were
+            d["world_size"] = self.world_size
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "ResolvedRun":
+        """The inverse of `to_json` (a stored result's `config`)."""
+        import methods
+        return cls(suite=d["suite"], method=d["method"], seed=int(d["seed"]), aug_mode=d["aug_mode"],
+                   dataset=d["dataset"], backbone=d["backbone"], image_size=int(d["image_size"]),
+                   views=tuple(d["views"]), paradigm=d["paradigm"],
+                   train=from_dict(TrainConfig, d["train"]), aug=from_dict(AugConfig, d["aug"]),
+                   eval=from_dict(EvalConfig, d["eval"]),
+                   method_config=from_dict(methods.get(d["method"]).Config, d["method_config"]),
+                   optim=from_dict(OptimConfig, d["optim"]), world_size=int(d.get("world_size", 1)))
+
+    @property
+    def spec_hash(self) -> str:
+        blob = json.dumps({"schema_version": SCHEMA_VERSION, **self.to_json()}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    @property
+    def run_id(self) -> str:
+        """The run's directory name: readable prefix + hash."""
+        return f"{self.method}-s{self.seed}-{self.spec_hash[:10]}"
+
+    def same_as(self, other: "ResolvedRun") -> bool:
+        """Equal as stored (JSON), the comparison `bench check` makes."""
+        return json.dumps(self.to_json(), sort_keys=True, default=str) == \
+            json.dumps(other.to_json(), sort_keys=True, default=str)
+
+
+def resolve_scope(suite: Suite, scope: str, items: dict[str, str]) -> Any:
+    """The config of one --set scope (train, aug, eval, METHOD, METHOD.optim) with `items` applied."""
+    import methods
+    base = {"train": suite.train, "aug": suite.aug, "eval": suite.eval}
+    if scope in base:
+        return apply(base[scope], items, scope)
+    name, _, sub = scope.partition(".")
+    cls = methods.get(name) if (name in methods.METHODS or name in methods.BASELINES) else None
+    if cls is None:
+        known = ", ".join(["train", "aug", "eval"] + methods.METHODS.names() + methods.BASELINES.names())
+        raise UserError(f"--set {scope}.*: unknown scope {scope!r}; choose one of: {known} (or METHOD.optim)")
+    if sub == "optim":
+        return apply(cls.optim, items, scope)
+    if sub:
+        raise UserError(f"--set {scope}.*: unknown scope; use {name}.KEY or {name}.optim.KEY")
+    return apply(cls.Config(), items, scope)
+
+
+def check_sets(suite: Suite, sets: dict[str, dict[str, str]]) -> None:
+    """Every --set scope must exist and every key must be a field (checked before any work)."""
+    for scope, items in sets.items():
+        resolve_scope(suite, scope, items)
+
+
+def resolve(suite: Suite, spec: RunSpec, sets: dict[str, dict[str, str]], world_size: int = 1) -> ResolvedRun:
+    """The fully resolved config of a run: everything that determines its result."""
+    import methods
+    cls = methods.get(spec.method)
+    aug_cfg = resolve_scope(suite, "aug", sets.get("aug", {}))
+    if spec.aug_mode == "native" and cls.native_aug:
+        aug_cfg = replace(aug_cfg, **cls.native_aug)
+    return ResolvedRun(
+        suite=suite.name, method=spec.method, seed=spec.seed, aug_mode=spec.aug_mode, dataset=suite.dataset,
+        backbone=suite.backbone, image_size=suite.image_size, views=tuple(cls.views), paradigm=cls.paradigm,
+        train=resolve_scope(suite, "train", sets.get("train", {})), aug=aug_cfg,
+        eval=resolve_scope(suite, "eval", sets.get("eval", {})),
+        method_config=resolve_scope(suite, spec.method, sets.get(spec.method, {})),
+        optim=resolve_scope(suite, f"{spec.method}.optim", sets.get(f"{spec.method}.optim", {})),
+        world_size=world_size)
+
+
+def from_dict(cls: type, d: dict[str, Any]) -> Any:
+    """A config dataclass from its JSON dict (lists back to the tuples the fields declare)."""
+    types = field_types(cls)
+    unknown = sorted(set(d) - set(types))
+    if unknown:
+        raise UserError(f"stored config for {cls.__name__} has unknown keys {', '.join(unknown)}; it was written by "
+                        "another version of ssl-bench")
+    return cls(**{k: tuple(v) if isinstance(v, list) and typing.get_origin(types[k]) is tuple else v
+                  for k, v in d.items()})
+
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -83,6 +308,3 @@ def parse_sets(items: list[str]) -> dict[str, dict[str, str]]:
     return out
 
 
-def to_dict(cfg: Any) -> dict[str, Any]:
-    """JSON-friendly dict of a dataclass (tuples become lists)."""
-    return dataclasses.asdict(cfg)

@@ -1,79 +1,12 @@
-"""Suites: a dataset, a backbone, one augmentation pipeline, a training budget and the
-evaluation protocol, shared by every method in the suite. `expand` turns a suite into RunSpecs.
+"""The built-in suites: a dataset, a backbone, one augmentation pipeline, a training budget and
+the evaluation protocol, shared by every method in the suite (the types are in bench/config.py).
+`expand` turns a suite into RunSpecs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 
-from bench.eval import probe
-from bench.engine.augment import AugConfig
+from bench.config import AugConfig, EvalConfig, RunSpec, Suite, TrainConfig
 from bench.registry import Registry
-
-ALL_METHODS = ("vae", "aasae", "aae", "simclr", "byol", "vicreg", "mae")
-ALL_BASELINES = ("pixels", "random-init", "supervised")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 200
-    batch_size: int = 256
-    warmup_epochs: int = 10        # linear warmup, then the method's schedule (cosine/constant)
-    train_subset: int = 0          # pretrain on a fixed class-balanced subset of this size (0 = all)
-    amp: bool = True               # bf16 autocast on CUDA (ignored on CPU)
-    channels_last: bool = True     # CUDA only
-    compile: bool = False          # torch.compile the method (CUDA)
-    grad_clip: float = 0.0         # max grad norm (0 = off)
-    sync_bn: bool = False          # SyncBatchNorm under torchrun
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    train_subset: int = 0          # kNN bank / probe train set: fixed class-balanced subset (0 = all)
-    test_subset: int = 0           # 0 = the full test split
-    knn_k: int = 200               # InstDisc / lightly protocol
-    knn_t: float = 0.1
-    knn_k_small: int = 20          # second reported setting
-    knn_t_small: float = 0.07
-    probe_val_fraction: float = 0.2  # held-out part of TRAIN used to choose the L2 strength
-    # L2 strength on the MEAN cross-entropy of standardized features: log10 range and points
-    # of the grid (bench.eval.probe.l2_grid, where the default and its reasons are defined)
-    probe_grid_min: float = probe.GRID_MIN
-    probe_grid_max: float = probe.GRID_MAX
-    probe_grid_points: int = probe.GRID_POINTS
-    label_fractions: tuple[float, ...] = (0.01, 0.1)
-    transfer: tuple[str, ...] = ()   # target datasets, resized to the suite's image size
-    transfer_train_subset: int = 0
-    transfer_test_subset: int = 0
-    feature_batch: int = 1024
-
-    def probe_l2_grid(self) -> tuple[float, ...]:
-        return probe.l2_grid(self.probe_grid_min, self.probe_grid_max, self.probe_grid_points)
-
-
-@dataclass(frozen=True)
-class Suite:
-    name: str
-    description: str
-    dataset: str
-    backbone: str
-    image_size: int
-    train: TrainConfig
-    aug: AugConfig
-    eval: EvalConfig
-    methods: tuple[str, ...] = ALL_METHODS
-    baselines: tuple[str, ...] = ALL_BASELINES
-    target: str = "cpu"            # where the suite is meant to run: cpu | gpu
-    tolerance: float = 1.0         # default drift tolerance (accuracy points) for `bench check`
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One training+evaluation run. Its hash (with the resolved config) is the run id."""
-    suite: str
-    method: str
-    seed: int
-    aug_mode: str = "shared"       # shared | native (each method's own recipe, an ablation)
-
 
 SUITES: Registry[Suite] = Registry("suite")
 
@@ -137,7 +70,3 @@ def expand(suite: Suite, methods: tuple[str, ...] | None, seeds: int, aug_mode: 
     if baselines and not methods:
         names = names + suite.baselines
     return [RunSpec(suite.name, m, seed, aug_mode) for m in names for seed in range(seeds)]
-
-
-def with_train(suite: Suite, **changes: object) -> Suite:
-    return replace(suite, train=replace(suite.train, **changes))

@@ -1,6 +1,6 @@
 """Pieces shared by the autoencoding methods (VAE, AASAE, AAE) and the CNN masked-input
 reconstruction variant of MAE: the residual upsampling decoder of the official AASAE code
-(Lightning-Universe/paper-AAVAE `src/models/decoder.py`, BatchNorm-free as in PROTOCOLS.md),
+(Lightning-Universe/paper-AAVAE `src/models/decoder.py`, BatchNorm-free; docs/protocols.md),
 the Gaussian log-likelihood with a fixed log-scale, the analytic KL(q || N(0, I)) and the
 masked-patch reconstruction loss of MAE (norm_pix_loss).
 

@@ -14,24 +14,13 @@ import torch
 from torch import nn
 
 from bench.backbones import Backbone
+from bench.config import OptimConfig  # noqa: F401  (methods declare their recipe with it)
 from bench.registry import Registry
 
 AUGMENTED = "augmented"  # a fresh draw of the suite's augmentation pipeline
 CLEAN = "clean"          # the un-augmented, normalized image
 
 Logs = dict[str, "torch.Tensor | float"]  # what training_step logs besides the loss
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    name: str = "sgd"            # sgd | adam | adamw | lars (lightly's LARS)
-    lr: float = 0.06             # base learning rate at `lr_batch_size`
-    lr_batch_size: int = 256     # linear scaling rule: lr = base lr * batch_size / lr_batch_size
-    weight_decay: float = 5e-4   # not applied to biases and norm parameters
-    momentum: float = 0.9        # sgd / lars
-    beta1: float = 0.9           # adam / adamw
-    beta2: float = 0.999         # adam / adamw
-    schedule: str = "cosine"     # cosine | constant, after the suite's linear warmup
 
 
 @dataclass(frozen=True)

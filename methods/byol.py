@@ -8,7 +8,7 @@ similarity, symmetrised over the two views, and the target branch gets no gradie
 Recipe: lightly (`examples/pytorch/byol.py`, cifar10 benchmark: projector (d, 2d, 256),
 predictor (256, 2d, 256), SGD lr 0.06 x batch/128, wd 5e-4) with solo-learn's momentum
 schedule (0.99 -> 1.0, cosine over training); solo-learn's CIFAR recipe uses 4096-d hidden
-layers and LARS lr 1.0 (PROTOCOLS.md). Native augmentation: asymmetric jitter strengths
+layers and LARS lr 1.0 (docs/protocols.md). Native augmentation: asymmetric jitter strengths
 (0.4, 0.4, 0.2, 0.1) and solarization (solo-learn; the harness draws one solarization
 probability for both views).
 """

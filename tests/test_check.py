@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from bench.results import check, store
-from bench import cli, suites
+from bench import cli, config, suites
 from bench.engine import runner
-from bench.engine.augment import AugConfig
+from bench.config import AugConfig
 
 SUITE = "test-check-tiny"
 if SUITE not in suites.SUITES:
@@ -358,7 +358,7 @@ def _as_run(base: dict, seed: int, threads: int, shift: float, suite) -> dict:
     """A copy of a stored run as if made with another seed and thread count, metrics shifted."""
     r = copy.deepcopy(base)
     r["config"]["seed"] = seed
-    r["config"] = runner.resolve(suite, suites.RunSpec(SUITE, r["config"]["method"], seed), SETS)
+    r["config"] = config.resolve(suite, suites.RunSpec(SUITE, r["config"]["method"], seed), SETS).to_json()
     r["run_id"] = f"{r['config']['method']}-s{seed}-t{threads}"
     r["timings"]["device"] = f"cpu ({threads} threads)"
     r["metrics"] = {k: v + shift for k, v in r["metrics"].items()}

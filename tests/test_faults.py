@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 import methods
-from bench.engine import runner
+from bench import config
 from bench.results import store
 from bench.cli import main
 from bench.suites import SUITES, expand
@@ -54,7 +54,6 @@ def bench_cmd(*args: str) -> list[str]:
 
 def run_dir_of(out: Path, method: str, extra_sets: list[str] = (), epochs: int | None = None) -> Path:
     """The run directory `bench run` uses for `method` (seed 0) with FAST + extra sets."""
-    from bench import config
     args = [*FAST, *extra_sets]
     items = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
     sets = config.parse_sets(items)
@@ -62,8 +61,7 @@ def run_dir_of(out: Path, method: str, extra_sets: list[str] = (), epochs: int |
         sets.setdefault("train", {})["epochs"] = str(epochs)
     suite = SUITES.get("quick")
     spec = expand(suite, (method,), 1)[0]
-    resolved = runner.resolve(suite, spec, sets)
-    return out / "runs" / store.run_id(method, 0, resolved)
+    return out / "runs" / config.resolve(suite, spec, sets).run_id
 
 
 def result_of(run_dir: Path) -> dict:

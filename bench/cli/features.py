@@ -37,10 +37,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from bench.engine import runner
-    from bench.eval.evaluate import extract_features, features_digest, features_fingerprint
-    from bench.suites import SUITES, EvalConfig, TrainConfig
+    from bench.config import ResolvedRun
+    from bench.engine.data import SuiteData
+    from bench.engine.execute import build_method, pick_device
     from bench.engine.train import CHECKPOINT, load_checkpoint
+    from bench.eval.evaluate import extract_features, features_digest, features_fingerprint
+    from bench.suites import SUITES
 
     result = store.read_result(args.run_dir)
     if result is None:
@@ -49,13 +51,12 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"run {result.get('run_id')} has status {result.get('status')!r}: no features to export")
     if args.out.exists():
         raise UserError(f"'{args.out}' exists; choose another --out (nothing is overwritten)")
-    cfg = result["config"]
-    suite = SUITES.get(cfg["suite"])
-    suite = dataclasses.replace(suite, train=TrainConfig(**cfg["train"]),
-                                eval=EvalConfig(**runner._tuples(cfg["eval"])))
+    run = ResolvedRun.from_json(result["config"])
+    # the data exactly as the run saw it: its train/eval subsets come from its stored config
+    suite = dataclasses.replace(SUITES.get(run.suite), train=run.train, eval=run.eval)
     dataset = args.dataset or suite.dataset
-    device = runner.pick_device(args.device)
-    data = runner.SuiteData(suite, runner.Options(out=args.run_dir, data_dir=args.data_dir), device)
+    device = pick_device(args.device)
+    data = SuiteData(suite, args.data_dir, True, device)
     if dataset == suite.dataset:
         es = data.main
     elif isinstance(data.transfer.get(dataset), str):
@@ -65,7 +66,7 @@ def main(args: argparse.Namespace) -> int:
     else:
         known = ", ".join([suite.dataset, *data.transfer])
         raise UserError(f"--dataset {dataset!r} is not evaluated in suite {suite.name}; choose one of: {known}")
-    method = runner.build_method(suite, cfg, data.info, device)
+    method = build_method(run, data.info, device)
     if not (args.run_dir / CHECKPOINT).is_file():
         raise UserError(f"no {CHECKPOINT} in '{args.run_dir}': the features are re-derived from the final checkpoint")
     state = load_checkpoint(args.run_dir / CHECKPOINT, result["spec_hash"])  # corrupt or foreign: exit 2

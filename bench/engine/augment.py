@@ -27,34 +27,16 @@ between ~300 and ~8,000 views/s. The fused path is a dozen large ops (see docs/p
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from typing import Iterator
 
 import kornia.augmentation as K
 import torch
 from torch import nn
 
+from bench.config import AugConfig
+
 IMPLS = ("fused", "kornia")
 _GRAY = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma, kornia's rgb_to_grayscale and torchvision's
-
-
-@dataclass(frozen=True)
-class AugConfig:
-    crop_scale_min: float = 0.08   # RandomResizedCrop scale range (min, 1.0)
-    hflip_p: float = 0.5           # horizontal flip probability
-    jitter_p: float = 0.8          # probability of colour jitter
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.4        # ignored for 1-channel data (no colour)
-    hue: float = 0.1               # ignored for 1-channel data
-    grayscale_p: float = 0.2       # ignored for 1-channel data (already gray)
-    blur_p: float = 0.0            # no blur at 32px (SimCLR CIFAR recipe)
-    solarize_p: float = 0.0
-
-    def describe(self) -> str:
-        return (f"RandomResizedCrop(scale={self.crop_scale_min}-1), HFlip(p={self.hflip_p}), "
-                f"ColorJitter({self.brightness},{self.contrast},{self.saturation},{self.hue}, p={self.jitter_p}), "
-                f"Grayscale(p={self.grayscale_p}), Blur(p={self.blur_p}), Solarize(p={self.solarize_p})")
 
 
 def normalize(images: torch.Tensor, mean: tuple[float, ...] | torch.Tensor,
@@ -278,8 +260,4 @@ def _shift_hue(x: torch.Tensor, turns: torch.Tensor, n: torch.Tensor) -> torch.T
     return v.unsqueeze(1) - c.unsqueeze(1) * torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
 
 
-def describe_impl(aug: Augment) -> str:
-    return f"{aug.impl} ({'kornia parameters, fused tensor ops' if aug.impl == 'fused' else 'kornia modules'})"
-
-
-__all__ = ["AugConfig", "Augment", "IMPLS", "normalize", "describe_impl"]
+__all__ = ["AugConfig", "Augment", "IMPLS", "normalize"]

@@ -16,7 +16,7 @@ import os
 import resource
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -26,8 +26,8 @@ from tqdm import tqdm
 
 from bench.engine.augment import Augment
 from bench.errors import UserError
-from bench.suites import TrainConfig
-from methods.base import AUGMENTED, Method, OptimConfig
+from bench.config import OptimConfig, TrainConfig
+from methods.base import AUGMENTED, Method
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "train_log.csv"
@@ -47,7 +47,30 @@ class TrainOutcome:
     lr: float = 0.0                    # peak learning rate after batch-size scaling
     steps_per_epoch: int = 0
     global_batch_size: int = 0
-    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainContext:
+    """Where and as what one run trains (the recipe itself is TrainConfig + OptimConfig)."""
+    run_dir: Path                      # checkpoint.pt and train_log.csv live here
+    device: torch.device
+    seed: int                          # data order and augmentation draws, per epoch
+    spec_hash: str                     # carried by every checkpoint: a resume never loads another run's state
+    world_size: int = 1                # torchrun processes; each takes a slice of every global batch
+    rank: int = 0
+    wrap: Callable[[Method], nn.Module] | None = None  # DDP wrapper under torchrun
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+class TrainFailed(RuntimeError):
+    """Training raised: `step` says where; the original exception is the __cause__."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"training failed at step {step}")
+        self.step = step
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -149,16 +172,16 @@ def _peak_memory(device: torch.device) -> tuple[float, str]:
 
 
 def train(method: Method, images: torch.Tensor, labels: torch.Tensor, aug: Augment,
-          cfg: TrainConfig, optim: OptimConfig, run_dir: Path, device: torch.device, seed: int,
-          spec_hash: str, world_size: int = 1, rank: int = 0, is_main: bool = True,
-          wrap: Callable[[Method], nn.Module] | None = None,
-          on_epoch_end: Callable[[int], None] | None = None) -> TrainOutcome:
+          cfg: TrainConfig, optim: OptimConfig, ctx: TrainContext) -> TrainOutcome:
     """Train `method` on uint8 `images` (N,C,H,W) for cfg.epochs; returns the outcome.
 
-    `images` may already live on `device` (fast path) or on the CPU (pinned, copied per batch).
+    `images` may already live on the device (fast path) or on the CPU (pinned, copied per batch).
     Under DDP each rank takes a disjoint slice of every global batch (global batch =
-    cfg.batch_size x world_size) and `wrap` returns the DDP-wrapped module.
+    cfg.batch_size x world_size) and `ctx.wrap` returns the DDP-wrapped module. An exception
+    during training is re-raised as TrainFailed(step) from it.
     """
+    run_dir, device, seed, spec_hash = ctx.run_dir, ctx.device, ctx.seed, ctx.spec_hash
+    world_size, rank, is_main, wrap = ctx.world_size, ctx.rank, ctx.is_main, ctx.wrap
     out = TrainOutcome()
     n = images.shape[0]
     per_rank = min(cfg.batch_size, n // world_size)
@@ -265,13 +288,12 @@ def train(method: Method, images: torch.Tensor, labels: torch.Tensor, aug: Augme
                 if bar.disable:
                     print(f"  {run_dir.name} epoch {epoch + 1}/{cfg.epochs} loss {loss_value:.4f} "
                           f"({time.perf_counter() - t_epoch:.1f}s)", file=sys.stderr, flush=True)
-            if on_epoch_end is not None:
-                on_epoch_end(epoch + 1)
         out.epochs_done = cfg.epochs
         return _finish(out, elapsed, step, views_per_step, device)
-    except Exception as e:  # the runner stores where a failed run stopped
-        e.bench_step = step
+    except UserError:
         raise
+    except Exception as e:  # the record says where a failed run stopped
+        raise TrainFailed(step) from e
     finally:
         scope.close()
         bar.close()

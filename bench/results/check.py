@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cli import positive_int
+from bench.config import RunSpec, check_sets, resolve
 from bench.errors import UserError
 from bench.threads import cpu_threads, environment_threads, threads_of
 from bench.results.tolerance import reference_threads
@@ -291,7 +292,7 @@ def check(suite, path: Path, args: argparse.Namespace) -> int:
         except UserError as e:
             raise UserError(f"reference file '{path}': {e}") from None
     sets = {scope: dict(kv) for scope, kv in reference.get("sets", {}).items()}
-    runner.check_sets(suite, sets)  # an override the code no longer knows: exit 2 before any work
+    check_sets(suite, sets)  # an override the code no longer knows: exit 2 before any work
     out = _fresh_out(args.out, suite.name)
     default = tuple(suite.methods) + tuple(suite.baselines)
     specs = suites.expand(suite, None if names == default else names, reference["seeds"],
@@ -377,8 +378,6 @@ def _canon(v: Any) -> str:
 def derive_command(suite, results: list[dict[str, Any]]) -> dict[str, Any]:
     """The `bench run` arguments (methods, seeds, aug mode, --set overrides) that reproduce
     exactly the configs stored in `results`; UserError when no single command does."""
-    from bench.engine import runner
-    from bench.suites import RunSpec
     aug_modes = {(r.get("config") or {}).get("aug_mode", "shared") for r in results}
     if len(aug_modes) != 1:
         raise UserError(f"the runs mix aug modes {sorted(map(str, aug_modes))}; publish one command's results")
@@ -390,8 +389,7 @@ def derive_command(suite, results: list[dict[str, Any]]) -> dict[str, Any]:
         cfg = r.get("config") or {}
         method, seed = cfg.get("method"), cfg.get("seed")
         seeds.setdefault(method, set()).add(seed)
-        base = runner.resolve(suite, RunSpec(suite.name, method, seed, aug_mode), {})
-        base = json.loads(_canon(base))
+        base = json.loads(_canon(resolve(suite, RunSpec(suite.name, method, seed, aug_mode), {}).to_json()))
         for key, suffix in SCOPES:
             scope = key if suffix is None else f"{method}{suffix}"
             stored, default = cfg.get(key) or {}, base.get(key) or {}
@@ -422,7 +420,7 @@ def derive_command(suite, results: list[dict[str, Any]]) -> dict[str, Any]:
     # the derived command must reproduce every stored config exactly
     for r in results:
         cfg = r.get("config") or {}
-        again = runner.resolve(suite, RunSpec(suite.name, cfg.get("method"), cfg.get("seed"), aug_mode), sets)
+        again = resolve(suite, RunSpec(suite.name, cfg.get("method"), cfg.get("seed"), aug_mode), sets).to_json()
         if _canon(again) != _canon(cfg):
             a, b = json.loads(_canon(again)), cfg
             diff = sorted(k for k in set(a) | set(b) if _canon(a.get(k)) != _canon(b.get(k)))
@@ -519,9 +517,7 @@ def publish(suite, results_dir: Path, path: Path, force: bool) -> int:
 def calibrate(suite, path: Path, dirs: list[Path]) -> int:
     """Measure each metric's tolerance from runs of the reference's command at other thread
     counts and seeds (bench/tolerance.py) and write it into the reference."""
-    from bench.engine import runner
     from bench.results import store, tolerance
-    from bench.suites import RunSpec
     reference = load_reference(path, suite.name)
     if reference["seeds"] != 1:
         raise UserError(f"reference '{path}' averages {reference['seeds']} seeds; calibration is implemented for "
@@ -546,7 +542,7 @@ def calibrate(suite, path: Path, dirs: list[Path]) -> int:
         if r.get("status") != "ok":
             raise UserError(f"--calibrate: run {r.get('run_id')} has status {r.get('status')!r}: "
                             "calibrate with complete runs only")
-        again = runner.resolve(suite, RunSpec(suite.name, cfg["method"], cfg.get("seed", 0), aug_mode), sets)
+        again = resolve(suite, RunSpec(suite.name, cfg["method"], cfg.get("seed", 0), aug_mode), sets).to_json()
         if _canon(again) != _canon(cfg):
             raise UserError(f"--calibrate: run {r.get('run_id')} was made with another config than the reference's "
                             f"command ({reference.get('command')}): calibrate with runs of that command")

@@ -6,7 +6,6 @@ old result. A per-run lock file keeps two processes from training the same run.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -20,17 +19,9 @@ from typing import Any, Iterator
 
 from bench.errors import UserError
 
-SCHEMA_VERSION = 1
+from bench.config import SCHEMA_VERSION  # noqa: F401  (written into every result.json)
+
 RESULT = "result.json"
-
-
-def spec_hash(resolved: dict[str, Any]) -> str:
-    blob = json.dumps({"schema_version": SCHEMA_VERSION, **resolved}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def run_id(method: str, seed: int, resolved: dict[str, Any]) -> str:
-    return f"{method}-s{seed}-{spec_hash(resolved)[:10]}"
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

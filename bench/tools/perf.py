@@ -128,10 +128,9 @@ def load_setup(args: argparse.Namespace, suite, device: torch.device, need: int)
         info = DataInfo(dinfo.channels, size, dinfo.num_classes, (0.5,) * dinfo.channels, (0.25,) * dinfo.channels)
         note = f"synthetic uint8 {dinfo.channels}x{size}x{size} (random; accuracies meaningless)"
         return Setup(suite, device, images.to(device), labels.to(device), info, ev_tr, ev_te, full, note)
-    from bench.engine.runner import Options, SuiteData
+    from bench.engine.data import SuiteData
     suite_no_transfer = dataclasses.replace(suite, eval=dataclasses.replace(suite.eval, transfer=()))
-    with tempfile.TemporaryDirectory() as tmp:
-        data = SuiteData(suite_no_transfer, Options(out=Path(tmp), data_dir=args.data_dir, download=False), device)
+    data = SuiteData(suite_no_transfer, args.data_dir, False, device)
     images, labels = data.images, data.labels
     if images.shape[0] < need:  # tile: the timing does not depend on which images repeat
         reps = math.ceil(need / images.shape[0])
@@ -148,16 +147,10 @@ def load_setup(args: argparse.Namespace, suite, device: torch.device, need: int)
 def build(suite, method: str, info, device: torch.device, seed: int = 0):
     """The method model, its resolved config, train/optim configs and the suite's augmentation,
     built exactly as `bench run` builds them."""
-    import methods
-    from bench.engine.augment import AugConfig
-    from bench.engine.runner import build_method, resolve
-    from bench.suites import RunSpec, TrainConfig
-    resolved = resolve(suite, RunSpec(suite.name, method, seed), {})
-    model = build_method(suite, resolved, info, device)
-    train_cfg = TrainConfig(**resolved["train"])
-    optim = methods.OptimConfig(**resolved["optim"])
-    aug_cfg = AugConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in resolved["aug"].items()})
-    return model, resolved, train_cfg, optim, aug_cfg
+    from bench.config import RunSpec, resolve
+    from bench.engine.execute import build_method
+    run = resolve(suite, RunSpec(suite.name, method, seed), {})
+    return build_method(run, info, device), run, run.train, run.optim, run.aug
 
 
 def make_aug(aug_cfg, info, device, impl: str):
@@ -254,7 +247,7 @@ class Harness:
         self.calls = 0
 
     def run(self, steps: int, wrap_profile: bool = False) -> float:
-        from bench.engine.train import train
+        from bench.engine.train import TrainContext, train
         n = steps * self.batch
         images, labels = self.s.images[:n], self.s.labels[:n]
         with tempfile.TemporaryDirectory() as tmp:
@@ -265,8 +258,8 @@ class Harness:
             _sync(self.s.device)
             c0, t0 = time.process_time(), time.perf_counter()
             with contextlib.redirect_stderr(err):
-                out = train(self.model, images, labels, self.aug, self.cfg, self.optim, run_dir,
-                            self.s.device, seed=self.calls, spec_hash="perf")
+                out = train(self.model, images, labels, self.aug, self.cfg, self.optim,
+                            TrainContext(run_dir=run_dir, device=self.s.device, seed=self.calls, spec_hash="perf"))
             _sync(self.s.device)
             dt = time.perf_counter() - t0
             cpu = time.process_time() - c0
@@ -505,6 +498,8 @@ def profile_harness(h: Harness, steps: int) -> str:
     loop's augmentation and forward/loss wrapped in named regions."""
     import bench.engine.train as bt
     from torch.profiler import ProfilerActivity, profile, record_function
+    # The loop's two phases are swapped for labelled copies for the profile only (restored
+    # below): instrumenting the loop itself would put profiler calls into every real step.
     orig_views, orig_step = bt.make_views, bt._step
 
     def views(*a, **k):
@@ -592,7 +587,7 @@ def _verdict(ok: bool) -> str:
 
 def main(args: argparse.Namespace) -> int:
     import methods
-    from bench.engine.runner import device_name, pick_device
+    from bench.engine.execute import device_name, pick_device
     if args.threads:
         torch.set_num_threads(args.threads)
         try:  # the same limit for numpy/scipy BLAS (the sklearn comparison) and other OpenMP pools

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import methods
-from bench.engine.augment import Augment, AugConfig
-from bench.engine.runner import build_method, resolve
+from bench.engine.augment import Augment
+from bench.config import resolve
+from bench.engine.execute import build_method
 from bench.suites import SUITES, RunSpec
 from bench.engine.train import _step, build_optimizer, make_views, scaled_lr
 from methods.base import DataInfo
@@ -18,12 +19,12 @@ SUITE = SUITES.get("fmnist-ci")
 @pytest.mark.parametrize("name", methods.METHODS.names())
 def test_train_step(benchmark, name):
     info = DataInfo(1, SUITE.image_size, 10, (0.286,), (0.353,))
-    resolved = resolve(SUITE, RunSpec(SUITE.name, name, 0), {})
-    model = build_method(SUITE, resolved, info, torch.device("cpu"))
-    optim = methods.OptimConfig(**resolved["optim"])
+    run = resolve(SUITE, RunSpec(SUITE.name, name, 0), {})
+    model = build_method(run, info, torch.device("cpu"))
+    optim = run.optim
     batch = SUITE.train.batch_size
     opt = build_optimizer(model, optim, scaled_lr(optim, batch))
-    aug = Augment(AugConfig(**resolved["aug"]), info.size, info.channels, info.mean, info.std)
+    aug = Augment(run.aug, info.size, info.channels, info.mean, info.std)
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (batch, 1, info.size, info.size), dtype=torch.uint8, generator=g)
     y = torch.randint(0, 10, (batch,), generator=g)
