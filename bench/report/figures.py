@@ -1,6 +1,6 @@
 """Figures of the leaderboard report (seaborn on matplotlib's Agg backend), as PNG bytes.
 
-Every function takes the per-run frame built by `bench.report.runs_frame` (one row per run,
+Every function takes the per-run frame built by `bench.report.frame.runs_frame` (one row per run,
 `label` = the leaderboard row a run belongs to) and returns PNG bytes, or None when there is
 nothing to draw. The report embeds the bytes as base64 data URIs, so the HTML stays one file.
 Labels that came from configs are passed through `plot_label` (matplotlib would otherwise

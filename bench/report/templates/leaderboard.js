@@ -1,0 +1,3 @@
+window.__errors=[];window.onerror=function(m){window.__errors.push(String(m));
+var e=document.getElementById('page-errors');if(e){e.textContent=window.__errors.join('\n');}};
+document.addEventListener('DOMContentLoaded',function(){document.body.setAttribute('data-ready','1');});
