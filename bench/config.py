@@ -142,7 +142,7 @@ class ResolvedRun:
     train: TrainConfig
     aug: AugConfig
     eval: EvalConfig
-    method_config: Any             # the method's own Config dataclass
+    method_config: Any             # the method's own Config dataclass (a dict for a method not registered here)
     optim: OptimConfig
     world_size: int = 1            # torchrun processes: train.batch_size is per process
 
@@ -151,22 +151,28 @@ class ResolvedRun:
              "dataset": self.dataset, "backbone": self.backbone, "image_size": self.image_size,
              "views": list(self.views), "paradigm": self.paradigm,
              "train": dataclasses.asdict(self.train), "aug": dataclasses.asdict(self.aug),
-             "eval": dataclasses.asdict(self.eval), "method_config": dataclasses.asdict(self.method_config),
+             "eval": dataclasses.asdict(self.eval), "method_config": self.section("method_config"),
              "optim": dataclasses.asdict(self.optim)}
         if self.world_size > 1:  # absent for one process: run ids of single-process runs stay as they were
             d["world_size"] = self.world_size
         return d
 
+    def section(self, name: str) -> dict[str, Any]:
+        """One config section (train, aug, eval, method_config, optim) as a plain dict."""
+        v = getattr(self, name)
+        return dataclasses.asdict(v) if dataclasses.is_dataclass(v) else dict(v)
+
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "ResolvedRun":
-        """The inverse of `to_json` (a stored result's `config`)."""
-        import methods
+        """The inverse of `to_json` (a stored result's `config`). A method this process does not
+        know (a plugin not loaded, a renamed method) keeps its config as a dict, so its results
+        can still be reported; `to_json` gives back exactly what was stored."""
         return cls(suite=d["suite"], method=d["method"], seed=int(d["seed"]), aug_mode=d["aug_mode"],
                    dataset=d["dataset"], backbone=d["backbone"], image_size=int(d["image_size"]),
                    views=tuple(d["views"]), paradigm=d["paradigm"],
                    train=from_dict(TrainConfig, d["train"]), aug=from_dict(AugConfig, d["aug"]),
                    eval=from_dict(EvalConfig, d["eval"]),
-                   method_config=from_dict(methods.get(d["method"]).Config, d["method_config"]),
+                   method_config=_method_config(d["method"], d["method_config"]),
                    optim=from_dict(OptimConfig, d["optim"]), world_size=int(d.get("world_size", 1)))
 
     @property
@@ -224,6 +230,14 @@ def resolve(suite: Suite, spec: RunSpec, sets: dict[str, dict[str, str]], world_
         method_config=resolve_scope(suite, spec.method, sets.get(spec.method, {})),
         optim=resolve_scope(suite, f"{spec.method}.optim", sets.get(f"{spec.method}.optim", {})),
         world_size=world_size)
+
+
+def _method_config(method: str, stored: dict[str, Any]) -> Any:
+    import methods
+    known = method in methods.METHODS or method in methods.BASELINES
+    if known and set(stored) <= set(field_types(methods.get(method).Config)):
+        return from_dict(methods.get(method).Config, stored)
+    return dict(stored)
 
 
 def from_dict(cls: type, d: dict[str, Any]) -> Any:

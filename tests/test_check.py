@@ -55,7 +55,7 @@ def first_run(tmp_path_factory, suite) -> Path:
     out = tmp_path_factory.mktemp("first")
     opts = runner.Options(out=out, sets=copy.deepcopy(SETS), download=False, device="cpu")
     results = runner.run_suite(suite, suites.expand(suite, None, 1), opts)
-    assert [r["status"] for r in results] == ["ok", "ok"], [r.get("reason") for r in results]
+    assert [r.status for r in results] == ["ok", "ok"], [r.reason for r in results]
     return out
 
 
@@ -161,12 +161,12 @@ def test_check_end_to_end_identical_numbers_exit_0(rerun, reference):
 def test_same_command_twice_gives_the_same_numbers(rerun, first_run):
     """CPU determinism: the check's re-run reproduces the first run's metrics exactly."""
     _, _, out = rerun
-    a = {r["run_id"]: r for r in store.load_results(first_run)}
-    b = {r["run_id"]: r for r in store.load_results(out)}
+    a = {r.run_id: r for r in store.load_results(first_run)}
+    b = {r.run_id: r for r in store.load_results(out)}
     assert set(a) == set(b) and len(a) == 2  # same spec hashes: the same command
     for rid in a:
-        assert a[rid]["metrics"] == b[rid]["metrics"], rid
-        assert a[rid]["feature_digests"] == b[rid]["feature_digests"], rid
+        assert a[rid].metrics == b[rid].metrics, rid
+        assert a[rid].feature_digests == b[rid].feature_digests, rid
 
 
 def test_check_refuses_an_out_dir_with_results(reference, first_run, capsys):
@@ -228,9 +228,8 @@ def test_compare_missing_method_metric_and_failed_runs_drift(reference, first_ru
     ref["methods"]["pixels"]["transfer_x_knn_top1"] = {"value": 50.0, "tolerance": 1.0}
     results = _results(first_run)
     for r in results:
-        if r["config"]["method"] == "simclr":
-            r.update(status="failed", reason="RuntimeError: boom")
-            r.pop("metrics")
+        if r.method == "simclr":
+            r.status, r.reason, r.metrics = "failed", "RuntimeError: boom", {}
     rows = check.compare(ref, results)
     by = {(r.method, r.metric): r.status for r in rows}
     assert by[("byol", "knn_top1")] == "MISSING"
@@ -354,19 +353,18 @@ def test_check_runs_at_the_references_thread_count(reference, first_run, tmp_pat
 
 # ----------------------------------------------------------------------------- measured tolerances
 
-def _as_run(base: dict, seed: int, threads: int, shift: float, suite) -> dict:
+def _as_run(base: store.RunRecord, seed: int, threads: int, shift: float, suite) -> store.RunRecord:
     """A copy of a stored run as if made with another seed and thread count, metrics shifted."""
     r = copy.deepcopy(base)
-    r["config"]["seed"] = seed
-    r["config"] = config.resolve(suite, suites.RunSpec(SUITE, r["config"]["method"], seed), SETS).to_json()
-    r["run_id"] = f"{r['config']['method']}-s{seed}-t{threads}"
-    r["timings"]["device"] = f"cpu ({threads} threads)"
-    r["metrics"] = {k: v + shift for k, v in r["metrics"].items()}
+    r.config = config.resolve(suite, suites.RunSpec(SUITE, r.method, seed), SETS)
+    r.run_id = f"{r.method}-s{seed}-t{threads}"
+    r.timings["device"] = f"cpu ({threads} threads)"
+    r.metrics = {k: v + shift for k, v in r.metrics.items()}
     return r
 
 
 def _calibration_dirs(tmp_path, first_run, suite, seed_shifts, thread_shifts):
-    base = {r["config"]["method"]: r for r in store.load_results(first_run)}
+    base = {r.method: r for r in store.load_results(first_run)}
     dirs = []
     for name, runs in (("seeds", [(s, 1, d) for s, d in seed_shifts.items()]),
                        ("threads", [(0, t, d) for t, d in thread_shifts.items()])):
@@ -374,7 +372,7 @@ def _calibration_dirs(tmp_path, first_run, suite, seed_shifts, thread_shifts):
         for seed, threads, shift in runs:
             for r in base.values():
                 rec = _as_run(r, seed, threads, shift, suite)
-                store.write_json(d / "runs" / rec["run_id"] / "result.json", rec)
+                store.write_result(d / "runs" / rec.run_id, rec)
         dirs.append(d)
     return dirs
 
@@ -436,8 +434,8 @@ def test_calibrate_writes_measured_tolerances_and_check_uses_them(reference, fir
     # the measured tolerance is what compare() applies: a move just beyond it drifts
     results = store.load_results(first_run)
     for r in results:
-        if r["config"]["method"] == "simclr":
-            r["metrics"]["linear_top1"] += e["tolerance"] + 0.01
+        if r.method == "simclr":
+            r.metrics["linear_top1"] += e["tolerance"] + 0.01
     rows = {(r.method, r.metric): r for r in check.compare(ref, results)}
     assert rows[("simclr", "linear_top1")].status == "DRIFT"
     assert rows[("simclr", "knn_top1")].status == "OK"
@@ -462,8 +460,9 @@ def test_calibrate_refuses_runs_it_cannot_use(reference, first_run, suite, tmp_p
     d.mkdir()
     if problem == "other_config":
         r = _as_run(store.load_results(first_run)[0], 1, 1, 0.0, suite)
-        r["config"]["train"]["epochs"] = 7
-        store.write_json(d / "runs" / r["run_id"] / "result.json", r)
+        data = r.to_json()
+        data["config"]["train"]["epochs"] = 7
+        store.write_json(d / "runs" / r.run_id / "result.json", data)
     before = (reference / "results.json").read_text()
     code = cli.main(["check", "--suite", SUITE, "--reference", str(reference), "--calibrate", str(d)])
     err = capsys.readouterr().err.strip()

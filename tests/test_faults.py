@@ -222,9 +222,9 @@ def test_failures_are_stored_and_the_suite_goes_on(tmp_path, capsys, failing_met
     simclr = by_method["simclr"][0]
     assert simclr["status"] == "diverged" and "non-finite loss" in simclr["reason"]
     assert simclr["train"]["step"] >= 1 and f"at step {simclr['train']['step']}" in simclr["reason"]
-    assert "metrics" not in simclr
+    assert simclr["metrics"] == {} and simclr["timings"] == {}  # every field is present; nothing was evaluated
     ok = by_method["random-init"][0]
-    assert ok["status"] == "ok" and ok["metrics"]["knn_top1"] > 0
+    assert ok["status"] == "ok" and 0 < ok["metrics"]["knn_top1"] <= 100
 
     # rerun: the complete run is skipped, the others are retried and their old records kept
     first = {m: result_of(d) for m, (_, d) in by_method.items()}

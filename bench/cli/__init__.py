@@ -155,7 +155,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     html = report.write_report(out)
     print(report.terminal_table(out))
     print(f"\nleaderboard: {html}")
-    bad = [r for r in results if r.get("status") != "ok"]
+    bad = [r for r in results if not r.ok]
     if bad:
         print(f"{len(bad)} run(s) failed or diverged; see the leaderboard", file=sys.stderr)
         return 1

@@ -22,7 +22,7 @@ import numpy as np
 from bench.results import store
 from bench.cli import positive_int
 from bench.errors import UserError
-from bench.threads import cpu_threads, threads_of
+from bench.threads import cpu_threads
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,7 +37,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from bench.config import ResolvedRun
     from bench.engine.data import SuiteData
     from bench.engine.execute import build_method, pick_device
     from bench.engine.train import CHECKPOINT, load_checkpoint
@@ -47,11 +46,11 @@ def main(args: argparse.Namespace) -> int:
     result = store.read_result(args.run_dir)
     if result is None:
         raise UserError(f"no {store.RESULT} in '{args.run_dir}'; pass a directory <out>/runs/<run_id>")
-    if result.get("status") != "ok":
-        raise UserError(f"run {result.get('run_id')} has status {result.get('status')!r}: no features to export")
+    if not result.ok:
+        raise UserError(f"run {result.run_id} has status {result.status!r}: no features to export")
     if args.out.exists():
         raise UserError(f"'{args.out}' exists; choose another --out (nothing is overwritten)")
-    run = ResolvedRun.from_json(result["config"])
+    run = result.config
     # the data exactly as the run saw it: its train/eval subsets come from its stored config
     suite = dataclasses.replace(SUITES.get(run.suite), train=run.train, eval=run.eval)
     dataset = args.dataset or suite.dataset
@@ -69,26 +68,26 @@ def main(args: argparse.Namespace) -> int:
     method = build_method(run, data.info, device)
     if not (args.run_dir / CHECKPOINT).is_file():
         raise UserError(f"no {CHECKPOINT} in '{args.run_dir}': the features are re-derived from the final checkpoint")
-    state = load_checkpoint(args.run_dir / CHECKPOINT, result["spec_hash"])  # corrupt or foreign: exit 2
+    state = load_checkpoint(args.run_dir / CHECKPOINT, result.spec_hash)  # corrupt or foreign: exit 2
     method.load_state_dict(state["model"])
     method.eval()
     split = es.train if args.split == "train" else es.test
-    threads = args.threads or threads_of((result.get("timings") or {}).get("device"))
+    threads = args.threads or result.threads
     with cpu_threads(threads if device.type == "cpu" else None):
         feats = extract_features(method.encode, split.images, data.info.mean, data.info.std, device,
                                  suite.eval.feature_batch)
     digest = features_digest(feats)
     key = f"{es.name}/{args.split}"
-    stored = result.get("feature_digests", {}).get(key)
+    stored = result.feature_digests.get(key)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(args.out, features=feats.cpu().numpy(), labels=split.labels.numpy(),
-             run_id=result["run_id"], dataset=es.name, split=args.split, digest=digest)
+             run_id=result.run_id, dataset=es.name, split=args.split, digest=digest)
     head = (f"wrote {args.out}: features {tuple(feats.shape)}, labels {tuple(split.labels.shape)} "
             f"({es.name} {args.split}); ")
     if digest == stored:
         print(head + f"digest {digest} matches the stored digest (bit-identical)")
         return 0
-    fingerprint = (result.get("feature_fingerprints") or {}).get(key)
+    fingerprint = result.feature_fingerprints.get(key)
     if not fingerprint:
         print(head + f"digest {digest} DIFFERS from the stored digest {stored}, and the result stores no "
                      "fingerprint to compare within a tolerance (made by an older version)")

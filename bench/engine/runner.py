@@ -37,7 +37,7 @@ class Options:
     rank: int = 0
 
 
-def run_suite(suite: Suite, specs: list[RunSpec], opts: Options) -> list[dict[str, Any]]:
+def run_suite(suite: Suite, specs: list[RunSpec], opts: Options) -> list[store.RunRecord]:
     """Run every spec not yet complete; returns the result records (also the skipped ones).
 
     A run another process is training (its lock is held) is put off to the end and waited for,
@@ -123,12 +123,12 @@ def _decide(run_dir: Path, locks: ExitStack, seen: Any) -> tuple[str, Any]:
     if seen is _FIRST:
         seen = _stamp(run_dir)
     existing = store.read_result(run_dir)
-    if existing is not None and (existing["status"] == "ok" or _stamp(run_dir) != seen):
+    if existing is not None and (existing.ok or _stamp(run_dir) != seen):
         return "done", existing
     if not locks.enter_context(store.run_lock(run_dir)):
         return "busy", seen
     existing = store.read_result(run_dir)  # another process may have finished it meanwhile
-    if existing is not None and (existing["status"] == "ok" or _stamp(run_dir) != seen):
+    if existing is not None and (existing.ok or _stamp(run_dir) != seen):
         return "done", existing
     return "train", existing
 
@@ -155,7 +155,7 @@ def _attempt(suite, spec, tag, data, device, opts, seen) -> tuple[Any, Any]:
         if decision == "done":
             if opts.rank == 0:
                 _say(opts, f"{tag} {run_dir.name}: " + ("complete, skipped" if seen is _FIRST
-                                                         else f"finished by another process ({payload['status']})"))
+                                                         else f"finished by another process ({payload.status})"))
             return payload, None
         if opts.rank == 0 and payload is not None:  # keep the failed attempt's record; never overwrite silently
             _keep_previous(run_dir)
@@ -164,10 +164,13 @@ def _attempt(suite, spec, tag, data, device, opts, seen) -> tuple[Any, Any]:
         result = execute(run, run_dir, data, device, opts.world_size, opts.rank)
         if opts.rank == 0:
             result.update(store.environment())
-            store.write_json(run_dir / store.RESULT, result)
-            _say(opts, f"{tag} {run_dir.name}: {_summary(result)}")
+        record = store.RunRecord.from_json(result, run_dir.name)
+        record.directory = run_dir
+        if opts.rank == 0:
+            store.write_result(run_dir, record)
+            _say(opts, f"{tag} {run_dir.name}: {_summary(record)}")
         distributed.barrier()  # the other ranks wait while rank 0 evaluates and writes
-        return result, None
+        return record, None
 
 
 def _keep_previous(run_dir: Path) -> None:
@@ -178,12 +181,12 @@ def _keep_previous(run_dir: Path) -> None:
     path.rename(run_dir / f"result.attempt{n}.json")
 
 
-def _summary(result: dict[str, Any]) -> str:
-    if result["status"] != "ok":
-        return f"{result['status'].upper()}: {result['reason']}"
-    m = result["metrics"]
+def _summary(result: store.RunRecord) -> str:
+    if not result.ok:
+        return f"{result.status.upper()}: {result.reason}"
+    m = result.metrics
     return (f"ok  kNN {m['knn_top1']:.2f}  linear {m['linear_top1']:.2f}  "
-            f"({result['timings']['train_s']:.0f}s train, {result['timings']['views_per_s']:.0f} views/s)")
+            f"({result.timings['train_s']:.0f}s train, {result.timings['views_per_s']:.0f} views/s)")
 
 
 def _say(opts: Options, msg: str) -> None:

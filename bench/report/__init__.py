@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bench import store
+from bench.results import store
 
 from .frame import (BASELINE, PARADIGMS, Report, cost_frame, fmt, leaderboard, metric_columns, metric_name,
                     metric_sort_key, protocol_rows, runs_frame, variant_suffix)
@@ -46,7 +46,7 @@ def write_report(out_dir: Path, dest: Path | None = None) -> Path:
     dest = Path(dest) if dest else out_dir / "leaderboard.html"
     dest.parent.mkdir(parents=True, exist_ok=True)
     folder = dest.parent
-    _write(folder / "runs.csv", rep.df.drop(columns=["_dir", "setting"], errors="ignore").to_csv(index=False))
+    _write(folder / "runs.csv", rep.df.drop(columns=["directory", "setting"], errors="ignore").to_csv(index=False))
     _write(folder / "leaderboard.csv", board_csv(rep).to_csv(index=False))
     _write(folder / "leaderboard.md", render_markdown(rep))
     _write(dest, render_html(rep))

@@ -118,9 +118,9 @@ def loss_curves(df: pd.DataFrame, order: Sequence[str]) -> bytes | None:
     _theme()
     parts = []
     for _, r in df.iterrows():
-        if not isinstance(r.get("_dir"), str):
+        if not isinstance(r.get("directory"), Path):
             continue
-        log = read_train_log(r["_dir"])
+        log = read_train_log(r["directory"])
         if log is None:
             continue
         loss = pd.to_numeric(log["loss"], errors="coerce").replace([np.inf, -np.inf], np.nan)

@@ -1,4 +1,4 @@
-"""The report's data: pandas aggregation of stored result.json files, no markup.
+"""The report's data: pandas aggregation of the stored runs (`RunRecord`s from result.json), no markup.
 
 A leaderboard row is one (suite, method, configuration without the seed): runs made with
 different overrides are never averaged together; such rows are labelled with what differs,
@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.results.store import RunRecord
+
 # paradigm key (methods/base.py) -> heading, in display order; baselines sit beside them, last
 PARADIGMS = {
     "autoencoding": "Autoencoding",
@@ -36,27 +38,23 @@ DIAG = ("effective_rank", "alignment", "uniformity", "invariance", "feature_std"
 
 # ----------------------------------------------------------------------------- frames
 
-def runs_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per run (failed ones included): identity, status, metrics, cost, diagnostics."""
+def runs_frame(results: list[RunRecord]) -> pd.DataFrame:
+    """One row per run (failed ones included): identity, status, metrics, cost, diagnostics.
+    `directory` holds the Path each record was read from (plots read its train_log.csv and
+    recon.png); `setting` is the JSON of the config without the seed (what a row groups by)."""
     rows = []
     for r in results:
-        cfg = r.get("config") or {}
-        spec = r.get("spec") or {}
-        train = r.get("train") or {}
-        t = r.get("timings") or {}
-        diag = r.get("diagnostics") or {}
-        setting = {k: v for k, v in cfg.items() if k != "seed"}
+        cfg = r.config
+        train, t, diag = r.train, r.timings, r.diagnostics
         row = {
-            "suite": str(cfg.get("suite", spec.get("suite"))), "method": str(cfg.get("method", spec.get("method"))),
-            "seed": cfg.get("seed", spec.get("seed")), "paradigm": cfg.get("paradigm") or "?",
-            "variant": r.get("variant"), "status": r.get("status"), "reason": r.get("reason"),
-            "aug_mode": cfg.get("aug_mode", spec.get("aug_mode")), "dataset": cfg.get("dataset"),
-            "backbone": cfg.get("backbone"), "image_size": cfg.get("image_size"),
-            "views": " + ".join(map(str, cfg.get("views") or [])), "run_id": r.get("run_id"),
+            "suite": cfg.suite, "method": cfg.method, "seed": cfg.seed, "paradigm": cfg.paradigm,
+            "variant": r.variant, "status": r.status, "reason": r.reason,
+            "aug_mode": cfg.aug_mode, "dataset": cfg.dataset, "backbone": cfg.backbone, "image_size": cfg.image_size,
+            "views": " + ".join(map(str, cfg.views)), "run_id": r.run_id,
             "epochs_done": train.get("epochs_done"), "step": train.get("step"),
-            "setting": json.dumps(setting, sort_keys=True, default=str),
+            "setting": json.dumps(_setting(r), sort_keys=True, default=str),
         }
-        for k, v in (r.get("metrics") or {}).items():
+        for k, v in r.metrics.items():
             row[k] = _num(v)
         row.update({"train_s": _num(t.get("train_s", train.get("train_s"))),
                     "views_per_s": _num(t.get("views_per_s", train.get("views_per_s"))),
@@ -67,14 +65,19 @@ def runs_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
         for k in DIAG:
             if k in diag:
                 row[k] = diag[k] if k == "collapsed" else _num(diag[k])
-        row["git_commit"] = r.get("git_commit")
-        row["_dir"] = r.get("_dir")
+        row["git_commit"] = r.git_commit
+        row["directory"] = r.directory
         rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:
         return df
     df["label"] = _labels(df, results)
     return df
+
+
+def _setting(r: RunRecord) -> dict[str, Any]:
+    """The run's config as stored, without the seed: runs that share it are seeds of one row."""
+    return {k: v for k, v in r.config.to_json().items() if k != "seed"}
 
 
 def _num(v: Any) -> float:
@@ -101,10 +104,10 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _labels(df: pd.DataFrame, results: list[dict[str, Any]]) -> list[str]:
+def _labels(df: pd.DataFrame, results: list[RunRecord]) -> list[str]:
     """The method name, plus what differs when one method ran with several configurations."""
     labels = list(df["method"].astype(str))
-    flat = [_flatten({k: v for k, v in (r.get("config") or {}).items() if k != "seed"}) for r in results]
+    flat = [_flatten(_setting(r)) for r in results]
     for (_suite, method), idx in df.groupby(["suite", "method"], dropna=False, sort=False).groups.items():
         idx = list(idx)
         if df.loc[idx, "setting"].nunique() < 2:
@@ -118,8 +121,8 @@ def _labels(df: pd.DataFrame, results: list[dict[str, Any]]) -> list[str]:
 
 
 def short(v: Any) -> str:
-    """A config value in a label or key=value list: lists comma-joined."""
-    if isinstance(v, list):
+    """A config value in a label or key=value list: lists (and the tuples of config fields) comma-joined."""
+    if isinstance(v, (list, tuple)):
         return ",".join(map(str, v)) or "()"
     return str(v)
 
@@ -142,11 +145,11 @@ def metric_sort_key(name: str, transfer_order: list[str] | None = None) -> tuple
     return (1, 1e9, name, 0)
 
 
-def metric_columns(df: pd.DataFrame, results: list[dict[str, Any]] | None = None) -> list[str]:
+def metric_columns(df: pd.DataFrame, results: list[RunRecord] | None = None) -> list[str]:
     """The `*_top1` columns that hold a value, in display order (transfer targets as configured)."""
     order: list[str] = []
     for r in results or []:
-        for t in ((r.get("config") or {}).get("eval") or {}).get("transfer") or []:
+        for t in r.config.eval.transfer:
             if t not in order:
                 order.append(t)
     cols = [c for c in df.columns if isinstance(c, str) and c.endswith("_top1") and df[c].notna().any()]
@@ -260,7 +263,7 @@ def variant_suffix(method: Any, variant: Any) -> str:
 class Report:
     """Everything the HTML, Markdown and CSV outputs are made from."""
 
-    def __init__(self, results: list[dict[str, Any]], source: Path) -> None:
+    def __init__(self, results: list[RunRecord], source: Path) -> None:
         self.results = results
         self.source = source
         self.df = runs_frame(results)
@@ -276,7 +279,7 @@ class Report:
         """The first stored protocol per metric: it names the column (k, temperature)."""
         out: dict[str, dict[str, Any]] = {}
         for r in self.results:
-            for k, p in (r.get("protocols") or {}).items():
+            for k, p in r.protocols.items():
                 if isinstance(p, dict):
                     out.setdefault(k, p)
         return out
@@ -340,8 +343,7 @@ def protocol_rows(rep: Report) -> list[dict[str, str]]:
     """Per metric column: evaluation, dataset, settings, split sizes, features, chosen L2 per method."""
     out = []
     for c in rep.cols:
-        ps = [(r, r["protocols"][c]) for r in rep.results
-              if r.get("status") == "ok" and isinstance((r.get("protocols") or {}).get(c), dict)]
+        ps = [(r, r.protocols[c]) for r in rep.results if r.ok and isinstance(r.protocols.get(c), dict)]
         if not ps:
             out.append({"metric": c, "name": rep.names[c], "evaluation": "–", "dataset": "–", "settings": "no protocol stored",
                         "splits": "–", "features": "–", "l2": "–"})
@@ -360,7 +362,7 @@ def protocol_rows(rep: Report) -> list[dict[str, str]]:
         if any("l2" in p for p in protos):
             per: dict[str, list[Any]] = {}
             for r, p in ps:
-                per.setdefault(str((r.get("config") or {}).get("method")), []).append(p.get("l2"))
+                per.setdefault(r.method, []).append(p.get("l2"))
             l2 = "\n".join(f"{m}: " + ", ".join(f"{fmt_g(v)}" + (f" ×{n}" if n > 1 else "")
                                                 for v, n in Counter(vals).most_common())
                            for m, vals in per.items())
@@ -370,9 +372,10 @@ def protocol_rows(rep: Report) -> list[dict[str, str]]:
     return out
 
 
-def common_fields(results: list[dict[str, Any]], key: str) -> dict[str, Any]:
-    """The fields of config[key] that every run shares (the per-method table shows the rest)."""
-    dicts = [((r.get("config") or {}).get(key) or {}) for r in results]
+def common_fields(results: list[RunRecord], key: str) -> dict[str, Any]:
+    """The fields of config section `key` (train, eval, ...) that every run shares (the
+    per-method table shows the rest)."""
+    dicts = [r.config.section(key) for r in results]
     keys = list(dict.fromkeys(k for d in dicts for k in d))
     common = {k: dicts[0].get(k) for k in keys
               if len({json.dumps(d.get(k), sort_keys=True, default=str) for d in dicts}) == 1}

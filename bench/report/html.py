@@ -162,7 +162,7 @@ def rankings(rep: Report) -> list[dict[str, Any]]:
 
 def failed_rows(rep: Report) -> list[dict[str, Any]]:
     """Failed and diverged runs: reason, where training stopped, traceback when stored."""
-    by_id = {r.get("run_id"): r for r in rep.results}
+    by_id = {r.run_id: r for r in rep.results}
     rows = []
     for _, r in rep.failed.iterrows():
         where = ""
@@ -170,13 +170,13 @@ def failed_rows(rep: Report) -> list[dict[str, Any]]:
             where = f"epoch {fmt_num(r['epochs_done'], 0)}, step {fmt_num(r['step'], 0)}"
         rows.append({"method": r["method"], "label": r["label"], "seed": r["seed"], "status": r["status"],
                      "reason": r["reason"] or "no reason recorded", "where": where, "run_id": r["run_id"],
-                     "traceback": by_id.get(r["run_id"], {}).get("traceback") or None})
+                     "traceback": by_id[r["run_id"]].traceback or None})
     return rows
 
 
 def skipped_evaluations(rep: Report) -> list[dict[str, Any]]:
     """Transfer evaluations a run skipped, with why, counted over runs."""
-    skipped = [(target, why) for r in rep.results for target, why in (r.get("transfer_skipped") or {}).items()]
+    skipped = [(target, why) for r in rep.results for target, why in r.transfer_skipped.items()]
     return [{"target": t, "why": w, "n": n} for (t, w), n in Counter(skipped).items()]
 
 
@@ -194,8 +194,7 @@ def cost_rows(rep: Report) -> list[dict[str, Any]]:
 
 def diagnostics_protocol(rep: Report) -> str | None:
     """How the representation diagnostics were measured (the first run that stored it)."""
-    diag = next((r["diagnostics"].get("protocol") for r in rep.results
-                 if isinstance(r.get("diagnostics"), dict) and isinstance(r["diagnostics"].get("protocol"), dict)),
+    diag = next((r.diagnostics["protocol"] for r in rep.results if isinstance(r.diagnostics.get("protocol"), dict)),
                 None)
     return pretty(diag) if diag else None
 
@@ -209,11 +208,11 @@ def setup_suites(rep: Report) -> list[dict[str, Any]]:
     """Per suite: dataset, backbone, augmentation pipelines, the train/eval settings all runs share."""
     out = []
     for suite in rep.suites:
-        res = [r for r in rep.results if str((r.get("config") or {}).get("suite")) == suite]
-        cfg0 = res[0].get("config") or {}
-        augs = Counter(str(r.get("augmentation")) for r in res if r.get("augmentation"))
-        out.append({"suite": suite, "dataset": cfg0.get("dataset"), "image_size": cfg0.get("image_size"),
-                    "backbone": cfg0.get("backbone"), "augs": list(augs.items()), "count_augs": len(augs) > 1,
+        res = [r for r in rep.results if r.config.suite == suite]
+        cfg0 = res[0].config
+        augs = Counter(r.augmentation for r in res if r.augmentation)
+        out.append({"suite": suite, "dataset": cfg0.dataset, "image_size": cfg0.image_size,
+                    "backbone": cfg0.backbone, "augs": list(augs.items()), "count_augs": len(augs) > 1,
                     "train": _kv(common_fields(res, "train")), "eval": _kv(common_fields(res, "eval"))})
     return out
 
@@ -223,19 +222,17 @@ def setup_methods(rep: Report) -> list[dict[str, Any]]:
     rows = []
     for label in rep.order:
         g = [r for r, lab in zip(rep.results, rep.df["label"]) if lab == label]
-        cfg = g[0].get("config") or {}
-        seeds = sorted({(r.get("config") or {}).get("seed") for r in g}, key=str)
-        optim = cfg.get("optim") or {}
-        opt = (f"{optim.get('name')} lr {fmt_g(optim.get('lr'))} (@bs {optim.get('lr_batch_size')}), "
-               f"wd {fmt_g(optim.get('weight_decay'))}, {optim.get('schedule')}") if optim else "–"
-        tr = cfg.get("train") or {}
-        if all((r.get("train") or {}).get("step") == 0 and r.get("status") == "ok" for r in g):
+        cfg = g[0].config
+        seeds = sorted({r.seed for r in g}, key=str)
+        optim = cfg.optim
+        opt = (f"{optim.name} lr {fmt_g(optim.lr)} (@bs {optim.lr_batch_size}), "
+               f"wd {fmt_g(optim.weight_decay)}, {optim.schedule}")
+        if all(r.train.get("step") == 0 and r.ok for r in g):
             opt = "not trained (evaluated at initialisation)"
-        rows.append({"method": cfg.get("method"), "label": label,
-                     "paradigm": PARADIGMS.get(cfg.get("paradigm"), cfg.get("paradigm")),
-                     "variant": g[0].get("variant"), "views": " + ".join(map(str, cfg.get("views") or [])) or "–",
-                     "aug_mode": cfg.get("aug_mode"), "epochs": tr.get("epochs"), "batch_size": tr.get("batch_size"),
-                     "optimizer": opt, "config": _kv(cfg.get("method_config") or {}),
+        rows.append({"method": cfg.method, "label": label, "paradigm": PARADIGMS.get(cfg.paradigm, cfg.paradigm),
+                     "variant": g[0].variant, "views": " + ".join(map(str, cfg.views)) or "–",
+                     "aug_mode": cfg.aug_mode, "epochs": cfg.train.epochs, "batch_size": cfg.train.batch_size,
+                     "optimizer": opt, "config": _kv(cfg.section("method_config")),
                      "seeds": ", ".join(map(str, seeds))})
     return rows
 
@@ -267,7 +264,7 @@ def reconstructions(rep: Report) -> list[dict[str, Any]]:
         if g.empty or g["paradigm"].iloc[0] not in RECON_PARADIGMS and not _has_recon(g):
             continue
         for _, r in g.iterrows():
-            p = Path(str(r["_dir"])) / "recon.png" if isinstance(r["_dir"], str) else None
+            p = r["directory"] / "recon.png" if isinstance(r["directory"], Path) else None
             if p is not None and p.is_file():
                 out.append({"label": label, "method": r["method"], "seed": r["seed"],
                             "suffix": variant_suffix(r["method"], r["variant"]),
@@ -280,14 +277,16 @@ def reconstructions(rep: Report) -> list[dict[str, Any]]:
 
 def _has_recon(g: pd.DataFrame) -> bool:
     """Whether any run of the row stored a recon.png (a non-reconstruction method may)."""
-    return any(isinstance(d, str) and (Path(d) / "recon.png").is_file() for d in g["_dir"])
+    return any(isinstance(d, Path) and (d / "recon.png").is_file() for d in g["directory"])
 
 
 def environment_rows(rep: Report) -> list[tuple[str, str]]:
     """Git commit, Python, packages, machine and devices of the runs, each distinct value once."""
     def uniq(key: str) -> list[Any]:
-        return [json.loads(c) for c in dict.fromkeys(json.dumps(r.get(key), sort_keys=True, default=str)
-                                                     for r in rep.results if r.get(key) is not None)]
+        # a record without the value holds None (git commit, Python) or {} (packages, machine)
+        values = [getattr(r, key) for r in rep.results]
+        return [json.loads(c) for c in dict.fromkeys(json.dumps(v, sort_keys=True, default=str)
+                                                     for v in values if v is not None and v != {})]
     devices = sorted({str(d) for d in rep.df["device"].dropna()})
     return [("Git commit", ", ".join(map(str, uniq("git_commit"))) or "–"),
             ("Python", ", ".join(map(str, uniq("python"))) or "–"),

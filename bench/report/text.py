@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench import store
+from bench.results import store
 
 from .frame import Report, cost_frame, fmt, fmt_num, protocol_rows, variant_suffix
 
@@ -32,11 +32,11 @@ def render_markdown(rep: Report) -> str:
     """leaderboard.md: the leaderboard, failures, cost, protocols and methods."""
     out = [f"# {md_escape(rep.title())}", ""]
     for suite in rep.suites:
-        res = [r for r in rep.results if str((r.get("config") or {}).get("suite")) == suite]
-        c = res[0].get("config") or {}
-        augs = sorted({str(r.get("augmentation")) for r in res if r.get("augmentation")})
-        out.append(f"Suite **{md_escape(suite)}**: {md_escape(c.get('dataset'))} at {md_escape(c.get('image_size'))}px, "
-                   f"backbone `{md_escape(c.get('backbone'))}`; augmentation: "
+        res = [r for r in rep.results if r.config.suite == suite]
+        c = res[0].config
+        augs = sorted({r.augmentation for r in res if r.augmentation})
+        out.append(f"Suite **{md_escape(suite)}**: {md_escape(c.dataset)} at {md_escape(c.image_size)}px, "
+                   f"backbone `{md_escape(c.backbone)}`; augmentation: "
                    + "; ".join(f"`{md_escape(a)}`" for a in augs) + ".")
     out += ["", "Top-1 accuracy (%), mean ± std over n seeds; **bold** = best non-baseline; baselines are not ranked.", ""]
     head = ["method", "paradigm", "n"] + [rep.names[c] for c in rep.cols]

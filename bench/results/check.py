@@ -51,6 +51,7 @@ from typing import Any
 from bench.cli import positive_int
 from bench.config import RunSpec, check_sets, resolve
 from bench.errors import UserError
+from bench.results.store import RunRecord
 from bench.threads import cpu_threads, environment_threads, threads_of
 from bench.results.tolerance import reference_threads
 
@@ -200,17 +201,16 @@ class Row:
         return self.status in ("OK", "UNCHECKED")
 
 
-def means(results: list[dict[str, Any]]) -> tuple[dict[str, dict[str, float]], dict[str, list[str]]]:
+def means(results: list[RunRecord]) -> tuple[dict[str, dict[str, float]], dict[str, list[str]]]:
     """Mean over the ok seeds of every metric, per method; and each method's failure reasons."""
     values: dict[str, dict[str, list[float]]] = {}
     failures: dict[str, list[str]] = {}
     for r in results:
-        method = str((r.get("config") or {}).get("method", (r.get("spec") or {}).get("method")))
-        if r.get("status") != "ok":
-            seed = (r.get("config") or {}).get("seed")
-            failures.setdefault(method, []).append(f"seed {seed} {r.get('status')}: {r.get('reason')}")
+        if not r.ok:
+            failures.setdefault(r.method, []).append(f"seed {r.seed} {r.status}: {r.reason}")
             continue
-        for k, v in (r.get("metrics") or {}).items():
+        method = r.method
+        for k, v in r.metrics.items():
             if _is_num(v):
                 values.setdefault(method, {}).setdefault(k, []).append(float(v))
     return {m: {k: sum(v) / len(v) for k, v in ms.items()} for m, ms in values.items()}, failures
@@ -375,10 +375,10 @@ def _canon(v: Any) -> str:
     return json.dumps(v, sort_keys=True, default=str)
 
 
-def derive_command(suite, results: list[dict[str, Any]]) -> dict[str, Any]:
+def derive_command(suite, results: list[RunRecord]) -> dict[str, Any]:
     """The `bench run` arguments (methods, seeds, aug mode, --set overrides) that reproduce
     exactly the configs stored in `results`; UserError when no single command does."""
-    aug_modes = {(r.get("config") or {}).get("aug_mode", "shared") for r in results}
+    aug_modes = {r.config.aug_mode for r in results}
     if len(aug_modes) != 1:
         raise UserError(f"the runs mix aug modes {sorted(map(str, aug_modes))}; publish one command's results")
     aug_mode = aug_modes.pop()
@@ -386,13 +386,13 @@ def derive_command(suite, results: list[dict[str, Any]]) -> dict[str, Any]:
     sets: dict[str, dict[str, str]] = {}
     origin: dict[tuple[str, str], str] = {}
     for r in results:
-        cfg = r.get("config") or {}
-        method, seed = cfg.get("method"), cfg.get("seed")
+        cfg = r.config.to_json()
+        method, seed = r.method, r.seed
         seeds.setdefault(method, set()).add(seed)
         base = json.loads(_canon(resolve(suite, RunSpec(suite.name, method, seed, aug_mode), {}).to_json()))
         for key, suffix in SCOPES:
             scope = key if suffix is None else f"{method}{suffix}"
-            stored, default = cfg.get(key) or {}, base.get(key) or {}
+            stored, default = cfg[key], base[key]
             for field, value in stored.items():
                 if field in default and _canon(value) == _canon(default[field]):
                     continue
@@ -400,15 +400,15 @@ def derive_command(suite, results: list[dict[str, Any]]) -> dict[str, Any]:
                 prev = sets.setdefault(scope, {}).get(field)
                 if prev is not None and prev != text:
                     raise UserError(f"the runs used different {scope}.{field} ({prev} in {origin[(scope, field)]}, "
-                                    f"{text} in {r.get('run_id')}); publish the results of one command")
+                                    f"{text} in {r.run_id}); publish the results of one command")
                 sets[scope][field] = text
-                origin[(scope, field)] = str(r.get("run_id"))
+                origin[(scope, field)] = r.run_id
     # shared scopes must be the same for every run, also where a run kept the default
     for scope in ("train", "aug", "eval"):
         for field, text in sets.get(scope, {}).items():
             for r in results:
-                if to_text((r.get("config") or {}).get(scope, {}).get(field)) != text:
-                    raise UserError(f"the runs used different {scope}.{field} (e.g. {r.get('run_id')}); "
+                if to_text(getattr(getattr(r.config, scope), field, None)) != text:
+                    raise UserError(f"the runs used different {scope}.{field} (e.g. {r.run_id}); "
                                     "publish the results of one command")
     counts = {m: sorted(s) for m, s in seeds.items()}
     n = max(len(s) for s in counts.values())
@@ -419,12 +419,12 @@ def derive_command(suite, results: list[dict[str, Any]]) -> dict[str, Any]:
     sets = {s: kv for s, kv in sets.items() if kv}
     # the derived command must reproduce every stored config exactly
     for r in results:
-        cfg = r.get("config") or {}
-        again = resolve(suite, RunSpec(suite.name, cfg.get("method"), cfg.get("seed"), aug_mode), sets).to_json()
+        cfg = r.config.to_json()
+        again = resolve(suite, RunSpec(suite.name, r.method, r.seed, aug_mode), sets).to_json()
         if _canon(again) != _canon(cfg):
             a, b = json.loads(_canon(again)), cfg
             diff = sorted(k for k in set(a) | set(b) if _canon(a.get(k)) != _canon(b.get(k)))
-            raise UserError(f"run {r.get('run_id')} cannot be reproduced by `bench run` with this code (its "
+            raise UserError(f"run {r.run_id} cannot be reproduced by `bench run` with this code (its "
                             f"{', '.join(diff)} differ from what suite {suite.name} resolves to now); re-run it first")
     order = list(suite.methods) + list(suite.baselines)
     names = sorted(counts, key=lambda m: (order.index(m) if m in order else len(order), m))
@@ -445,16 +445,16 @@ def command_line(suite_name: str, names: tuple[str, ...] | list[str], default: t
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def build_reference(suite, results: list[dict[str, Any]]) -> dict[str, Any]:
+def build_reference(suite, results: list[RunRecord]) -> dict[str, Any]:
     """The reference record of `results` (all ok, all of `suite`)."""
     from bench.results import store
-    others = sorted({str((r.get("config") or {}).get("suite")) for r in results} - {suite.name})
+    others = sorted({r.config.suite for r in results} - {suite.name})
     if others:
         raise UserError(f"the results directory also holds runs of suite(s) {', '.join(others)}; "
                         f"publish a directory with only suite {suite.name}")
-    bad = [r for r in results if r.get("status") != "ok"]
+    bad = [r for r in results if not r.ok]
     if bad:
-        listed = "; ".join(f"{r.get('run_id')} {r.get('status')}: {r.get('reason')}" for r in bad[:3])
+        listed = "; ".join(f"{r.run_id} {r.status}: {r.reason}" for r in bad[:3])
         raise UserError(f"{len(bad)} run(s) did not finish ok ({listed}); a reference is made of complete runs only: "
                         "re-run or remove them")
     cmd = derive_command(suite, results)
@@ -463,16 +463,16 @@ def build_reference(suite, results: list[dict[str, Any]]) -> dict[str, Any]:
     per: dict[str, dict[str, dict[str, Any]]] = {}
     metric_names: list[str] = []
     for m in cmd["methods_run"]:
-        runs = [r for r in results if (r.get("config") or {}).get("method") == m]
+        runs = [r for r in results if r.method == m]
         per[m] = {}
         for k, v in values.get(m, {}).items():
-            xs = [float(r["metrics"][k]) for r in runs if _is_num((r.get("metrics") or {}).get(k))]
+            xs = [float(r.metrics[k]) for r in runs if _is_num(r.metrics.get(k))]
             std = (sum((x - v) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5 if len(xs) > 1 else 0.0
             per[m][k] = {"value": v, "tolerance": float(suite.tolerance), "std": std, "n": len(xs)}
             if k not in metric_names:
                 metric_names.append(k)
-    commits = sorted({str(r.get("git_commit")) for r in results})
-    devices = sorted({str((r.get("timings") or {}).get("device")) for r in results})
+    commits = sorted({str(r.git_commit) for r in results})
+    devices = sorted({str(r.timings.get("device")) for r in results})
     threads = sorted({t for t in (threads_of(d) for d in devices) if t is not None})
     command = command_line(suite.name, cmd["methods_run"], default, cmd["seeds"], cmd["aug_mode"], cmd["sets"])
     return {
@@ -481,9 +481,9 @@ def build_reference(suite, results: list[dict[str, Any]]) -> dict[str, Any]:
         "methods_run": cmd["methods_run"], "seeds": cmd["seeds"], "aug_mode": cmd["aug_mode"], "sets": cmd["sets"],
         "git_commit": commits[0] if len(commits) == 1 else commits,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": results[0].get("machine"), "device": devices[0] if len(devices) == 1 else devices,
+        "machine": results[0].machine, "device": devices[0] if len(devices) == 1 else devices,
         "threads": threads[0] if len(threads) == 1 else None,
-        "python": results[0].get("python"), "packages": results[0].get("packages"),
+        "python": results[0].python, "packages": results[0].packages,
         "default_tolerance": float(suite.tolerance), "tolerance_unit": "accuracy points (top-1 %)",
         "tolerances": {k: float(suite.tolerance) for k in metric_names},
         "methods": per,
@@ -535,16 +535,13 @@ def calibrate(suite, path: Path, dirs: list[Path]) -> int:
             raise UserError(f"--calibrate: no runs in '{d}' (expected {d}/runs/<run_id>/result.json)")
         results += found
     for r in results:
-        cfg = r.get("config") or {}
-        if cfg.get("suite") != suite.name or cfg.get("method") not in reference["methods"]:
-            raise UserError(f"--calibrate: run {r.get('run_id')} is not a run of the reference's command "
-                            f"(suite {cfg.get('suite')!r}, method {cfg.get('method')!r})")
-        if r.get("status") != "ok":
-            raise UserError(f"--calibrate: run {r.get('run_id')} has status {r.get('status')!r}: "
-                            "calibrate with complete runs only")
-        again = resolve(suite, RunSpec(suite.name, cfg["method"], cfg.get("seed", 0), aug_mode), sets).to_json()
-        if _canon(again) != _canon(cfg):
-            raise UserError(f"--calibrate: run {r.get('run_id')} was made with another config than the reference's "
+        if r.config.suite != suite.name or r.method not in reference["methods"]:
+            raise UserError(f"--calibrate: run {r.run_id} is not a run of the reference's command "
+                            f"(suite {r.config.suite!r}, method {r.method!r})")
+        if not r.ok:
+            raise UserError(f"--calibrate: run {r.run_id} has status {r.status!r}: calibrate with complete runs only")
+        if not r.config.same_as(resolve(suite, RunSpec(suite.name, r.method, r.seed, aug_mode), sets)):
+            raise UserError(f"--calibrate: run {r.run_id} was made with another config than the reference's "
                             f"command ({reference.get('command')}): calibrate with runs of that command")
     derived = tolerance.derive(reference, results)
     for m, metrics in derived.items():
@@ -552,13 +549,12 @@ def calibrate(suite, path: Path, dirs: list[Path]) -> int:
             reference["methods"][m][k].update(d)
     kinds: dict[str, set[int]] = {}
     for r in results:
-        t = threads_of((r.get("timings") or {}).get("device"))
-        kinds.setdefault(str(t), set()).add(int((r.get("config") or {}).get("seed", 0)))
+        kinds.setdefault(str(r.threads), set()).add(r.seed)
     reference["calibration"] = {
         **tolerance.method_text(),
         "runs": [{"threads": int(t), "seeds": sorted(s)} for t, s in sorted(kinds.items())],
-        "machines": sorted({_canon(r.get("machine")) for r in results}),
-        "git_commits": sorted({str(r.get("git_commit")) for r in results}),
+        "machines": [json.loads(m) for m in sorted({_canon(r.machine) for r in results})],
+        "git_commits": sorted({str(r.git_commit) for r in results}),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     reference["tolerance_source"] = "measured (see calibration)"

@@ -1,8 +1,9 @@
-"""Result store: `<out>/runs/<run_id>/result.json`, written atomically (tmp file + rename).
+"""Result store: `<out>/runs/<run_id>/result.json`, one typed RunRecord per run, written
+atomically (tmp file + rename) and read back only through this module.
 
-The run id is a readable prefix plus a hash of the resolved spec and config, so re-running a
-suite skips what is complete and resumes what is not, and a changed config never reuses an
-old result. A per-run lock file keeps two processes from training the same run.
+The run id is a readable prefix plus the hash of the run's ResolvedRun, so re-running a suite
+skips what is complete and resumes what is not, and a changed config never reuses an old
+result. A per-run lock file keeps two processes from training the same run.
 """
 from __future__ import annotations
 
@@ -13,15 +14,105 @@ import socket
 import subprocess
 import sys
 from contextlib import contextmanager
+from dataclasses import MISSING, dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
+from bench.config import SCHEMA_VERSION, ResolvedRun
 from bench.errors import UserError
-
-from bench.config import SCHEMA_VERSION  # noqa: F401  (written into every result.json)
+from bench.threads import threads_of
 
 RESULT = "result.json"
+STATUSES = ("ok", "failed", "diverged")
+
+
+@dataclass
+class RunRecord:
+    """What result.json holds for one run. `status` ok: trained and evaluated (metrics, protocols,
+    diagnostics, feature digests, timings); diverged: training hit a non-finite loss; failed:
+    training or evaluation raised (`reason`, `traceback`). Every field is present in every record,
+    so readers need no defaults of their own."""
+    run_id: str
+    spec_hash: str
+    spec: dict[str, Any]               # the RunSpec: suite, method, seed, aug_mode
+    config: ResolvedRun
+    status: str                        # ok | failed | diverged
+    reason: str | None = None
+    variant: str = ""                  # what exactly ran, e.g. "mae (masked-input reconstruction, CNN)"
+    train: dict[str, Any] = field(default_factory=dict)          # the TrainOutcome
+    augmentation: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)      # top-1 % per metric
+    protocols: dict[str, dict[str, Any]] = field(default_factory=dict)  # how each metric was made
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    transfer_skipped: dict[str, str] = field(default_factory=dict)
+    feature_digests: dict[str, str] = field(default_factory=dict)
+    feature_fingerprints: dict[str, dict[str, Any]] = field(default_factory=dict)
+    timings: dict[str, Any] = field(default_factory=dict)
+    traceback: str | None = None
+    python: str | None = None
+    packages: dict[str, str | None] = field(default_factory=dict)
+    git_commit: str | None = None
+    machine: dict[str, Any] = field(default_factory=dict)
+    directory: Path | None = None      # where it was read from (not stored)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def method(self) -> str:
+        return self.config.method
+
+    @property
+    def seed(self) -> int:
+        return self.config.seed
+
+    @property
+    def threads(self) -> int | None:
+        """CPU thread count the run was made with (None on a GPU)."""
+        return threads_of(self.timings.get("device"))
+
+    def to_json(self) -> dict[str, Any]:
+        d = {"schema_version": SCHEMA_VERSION}
+        for f in fields(self):
+            if f.name == "directory":
+                continue
+            v = getattr(self, f.name)
+            d[f.name] = v.to_json() if isinstance(v, ResolvedRun) else v
+        return d
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], where: str = "result") -> "RunRecord":
+        """A record from result.json's dict; UserError naming `where` when it is not one."""
+        if not isinstance(data, dict):
+            raise UserError(f"{where}: expected a JSON object")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise UserError(f"{where} has schema_version {version!r}, this ssl-bench writes {SCHEMA_VERSION}; "
+                            "use a new --out directory or the ssl-bench version that wrote it")
+        missing = [k for k in ("run_id", "spec_hash", "spec", "config", "status") if k not in data]
+        if missing:
+            raise UserError(f"{where}: missing {', '.join(missing)}; move it aside to re-run that run")
+        if data["status"] not in STATUSES:
+            raise UserError(f"{where}: status {data['status']!r} is not one of {', '.join(STATUSES)}")
+        names = {f.name for f in fields(cls)} - {"directory"}
+        kept = {k: v for k, v in data.items() if k in names}
+        kept["config"] = ResolvedRun.from_json(data["config"])
+        # a stored null where a mapping belongs (e.g. a failed run's metrics) reads as empty
+        return cls(**{k: (_empty(k) if v is None and k not in _NULLABLE else v) for k, v in kept.items()})
+
+
+_NULLABLE = {"reason", "traceback", "python", "git_commit"}
+
+
+def _empty(name: str) -> Any:
+    f = next(f for f in fields(RunRecord) if f.name == name)
+    return f.default_factory() if f.default_factory is not MISSING else f.default
+
+
+def write_result(run_dir: Path, record: RunRecord) -> None:
+    write_json(run_dir / RESULT, record.to_json())
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
@@ -35,7 +126,8 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def read_result(run_dir: Path) -> dict[str, Any] | None:
+def read_result(run_dir: Path) -> RunRecord | None:
+    """The record in `run_dir`, None if there is none; UserError if it is unreadable."""
     path = run_dir / RESULT
     if not path.exists():
         return None
@@ -43,28 +135,16 @@ def read_result(run_dir: Path) -> dict[str, Any] | None:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path} is not valid JSON ({e.msg}); move it aside to re-run that run") from None
-    check_schema(data, path)
-    return data
+    record = RunRecord.from_json(data, str(path))
+    record.directory = run_dir
+    return record
 
 
-def check_schema(data: dict[str, Any], path: Path) -> None:
-    version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise UserError(f"{path} has schema_version {version!r}, this ssl-bench writes {SCHEMA_VERSION}; "
-                        "use a new --out directory or the ssl-bench version that wrote it")
-
-
-def load_results(out: Path) -> list[dict[str, Any]]:
+def load_results(out: Path) -> list[RunRecord]:
     """Every result.json below `out` (also below shard directories), sorted by run id."""
     if not out.exists():
         raise UserError(f"results directory '{out}' does not exist")
-    paths = sorted(out.glob("**/runs/*/" + RESULT))
-    results = []
-    for p in paths:
-        r = read_result(p.parent)
-        if r is not None:
-            r["_dir"] = str(p.parent)
-            results.append(r)
+    results = [r for p in sorted(out.glob("**/runs/*/" + RESULT)) if (r := read_result(p.parent)) is not None]
     if not results:
         raise UserError(f"no runs in '{out}' (looked for {out}/runs/*/{RESULT}); run `python -m bench run` first")
     return results
@@ -113,8 +193,19 @@ def environment() -> dict[str, Any]:
         "packages": versions,
         "git_commit": git_commit(),
         "machine": {"host": socket.gethostname(), "platform": platform.platform(),
-                    "processor": platform.machine(), "cpu_count": os.cpu_count()},
+                    "processor": platform.machine(), "cpu_count": os.cpu_count(), "cpu_model": _cpu_model()},
     }
+
+
+def _cpu_model() -> str | None:
+    """The CPU's model name: another model means other BLAS kernels, so other float rounding."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
 
 
 def git_commit() -> str | None:

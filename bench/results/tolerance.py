@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.errors import UserError
+from bench.results.store import RunRecord
 from bench.threads import threads_of
 
 Z = 3.5               # normal quantile of the per-metric false-alarm rate (two-sided 4.7e-4)
@@ -53,7 +54,7 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def collect(reference: dict[str, Any], results: list[dict[str, Any]]) -> tuple[dict[str, dict[str, list[Sample]]],
+def collect(reference: dict[str, Any], results: list[RunRecord]) -> tuple[dict[str, dict[str, list[Sample]]],
                                                                              dict[str, dict[str, int]]]:
     """Samples per (method, metric), the reference itself included as (its threads, seed 0);
     and each metric's test-set size from its protocol (for the granularity floor)."""
@@ -64,18 +65,16 @@ def collect(reference: dict[str, Any], results: list[dict[str, Any]]) -> tuple[d
         for k, entry in metrics.items():
             samples.setdefault(m, {})[k] = [Sample(ref_threads, 0, float(entry["value"]))]
     for r in results:
-        cfg = r.get("config") or {}
-        m, seed = cfg.get("method"), cfg.get("seed")
-        threads = threads_of((r.get("timings") or {}).get("device"))
+        m, seed, threads = r.method, r.seed, r.threads
         if threads is None:
-            raise UserError(f"run {r.get('run_id')}: its device {(r.get('timings') or {}).get('device')!r} "
+            raise UserError(f"run {r.run_id}: its device {r.timings.get('device')!r} "
                             "records no CPU thread count; calibrate with CPU runs")
         if threads == ref_threads and seed == 0:
             continue  # the reference itself (on this machine a bit-exact repeat of it)
-        for k, v in (r.get("metrics") or {}).items():
+        for k, v in r.metrics.items():
             if m in samples and k in samples[m] and _is_num(v):
                 samples[m][k].append(Sample(threads, int(seed), float(v)))
-        for k, p in (r.get("protocols") or {}).items():
+        for k, p in r.protocols.items():
             n = (p.get("n_test") or (p.get("split_sizes") or {}).get("test")) if isinstance(p, dict) else None
             if isinstance(n, int) and n > 0:
                 sizes.setdefault(m, {})[k] = n
@@ -111,7 +110,7 @@ def _shrunk(own_ms: float, n: int, pooled_ms: float, pooled_n: int) -> float:
     return (own_ms * n + pooled_ms * w) / (n + w) if n + w else 0.0
 
 
-def derive(reference: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+def derive(reference: dict[str, Any], results: list[RunRecord]) -> dict[str, dict[str, dict[str, Any]]]:
     """Per (method, metric): the measured spread and the tolerance derived from it."""
     ref_threads = reference_threads(reference)
     samples, sizes = collect(reference, results)
