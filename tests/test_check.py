@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.results import check, store
 from bench import cli, config, suites
-from bench.engine import runner
 from bench.config import AugConfig
+from bench.engine import runner
+from bench.results import check, store
+from bench.threads import cpu_threads
 
 SUITE = "test-check-tiny"
 if SUITE not in suites.SUITES:
@@ -502,3 +503,23 @@ def test_features_export_matches_or_agrees_within_tolerance(first_run, tmp_path,
 
     assert cli.main(args + ["--out", str(tmp_path / "c.npz")]) == 2  # nothing is overwritten
     assert "exists" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- a real drift
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+                    reason="needs Debian's dataset-fashion-mnist (CI installs it)")
+def test_published_tolerances_catch_a_changed_recipe(tmp_path):
+    """The published fmnist-ci reference, with its measured tolerances, against a real re-run of
+    SimCLR whose recipe changed (NT-Xent temperature 0.5 -> 0.1): the check must fail. Measured
+    on 2 cores: kNN +4.9, linear +4.1 points, several times the measured tolerances."""
+    reference = check.load_reference(Path(__file__).resolve().parents[1] / "reports/fmnist-ci/results.json", "fmnist-ci")
+    suite = suites.SUITES.get("fmnist-ci")
+    opts = runner.Options(out=tmp_path, sets={"simclr": {"temperature": "0.1"}}, download=False, device="cpu")
+    with cpu_threads(check.reference_threads(reference)):
+        results = runner.run_suite(suite, suites.expand(suite, ("simclr",), 1), opts)
+    only = {**reference, "methods": {"simclr": reference["methods"]["simclr"]}}
+    rows = check.compare(only, results)
+    drifted = [r.metric for r in rows if r.status == "DRIFT"]
+    assert {"knn_top1", "linear_top1"} <= set(drifted), check.format_rows(rows)
+    assert check.verdict(rows)[0] == 1

@@ -2,7 +2,7 @@
 
 Under `torchrun --nproc_per_node N -m bench run ...` every process runs the same suite. Rank 0
 decides what to do with each run (skip, wait, train) and tells the others; every rank trains
-(DDP, bench/train_ddp.py) on its slice of each global batch; only rank 0 evaluates and writes
+(DDP, bench/engine/train_ddp.py) on its slice of each global batch; only rank 0 evaluates and writes
 results, checkpoints and logs while the others wait at a barrier. `--shard i/N` is the other
 axis: N independent jobs (e.g. a SLURM array) each run a disjoint slice of the suite.
 """

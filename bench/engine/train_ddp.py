@@ -2,7 +2,7 @@
 and SyncBatchNorm (torch's on CUDA; a small all-reduce BatchNorm on CPU/gloo, where torch's
 SyncBatchNorm refuses to run).
 
-The training loop (bench/train.py) calls `wrap(method)` once per run; under DDP every rank
+The training loop (bench/engine/train.py) calls `wrap(method)` once per run; under DDP every rank
 holds the full model, computes the step on its slice of the global batch, and DDP averages the
 gradients. The optimizer is built before wrapping: the conversions below keep the very same
 Parameter objects, so it needs no rebuild, and state_dict keys do not change (checkpoints are

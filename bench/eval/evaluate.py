@@ -4,7 +4,7 @@ Features are extracted ONCE per checkpoint (un-augmented, eval mode, no_grad, la
 and every evaluation reuses them: kNN at two settings, the linear probe, label efficiency
 (1%/10%), transfer targets and diagnostics. Every metric is stored with its protocol. No
 evaluation hyperparameter ever sees test labels: the probe's L2 strength is chosen on a
-held-out part of the TRAIN split (bench/probe.py).
+held-out part of the TRAIN split (bench/eval/probe.py).
 """
 from __future__ import annotations
 

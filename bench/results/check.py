@@ -80,7 +80,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "bit-exact only at the thread count it was made with)")
     p.add_argument("--calibrate", type=Path, nargs="+", metavar="RESULTS_DIR",
                    help="measure the tolerances: derive each metric's tolerance from runs of the reference's "
-                        "command at other thread counts and seeds (see bench/tolerance.py) and write them "
+                        "command at other thread counts and seeds (see bench/results/tolerance.py) and write them "
                         "into the reference")
 
 
@@ -516,7 +516,7 @@ def publish(suite, results_dir: Path, path: Path, force: bool) -> int:
 
 def calibrate(suite, path: Path, dirs: list[Path]) -> int:
     """Measure each metric's tolerance from runs of the reference's command at other thread
-    counts and seeds (bench/tolerance.py) and write it into the reference."""
+    counts and seeds (bench/results/tolerance.py) and write it into the reference."""
     from bench.results import store, tolerance
     reference = load_reference(path, suite.name)
     if reference["seeds"] != 1:
@@ -560,11 +560,36 @@ def calibrate(suite, path: Path, dirs: list[Path]) -> int:
     reference["tolerance_source"] = "measured (see calibration)"
     store.write_json(path, reference)
     print(format_calibration(reference))
+    print()
+    print(calibration_summary(reference))
     checked = sum(e.get("checked", True) for ms in reference["methods"].values() for e in ms.values())
     total = sum(len(ms) for ms in reference["methods"].values())
     print(f"calibrated {path}: {checked} of {total} metrics checked, "
           f"{total - checked} published but too noisy to check (tolerance > {tolerance.MAX_USEFUL:g} points)")
     return 0
+
+
+def calibration_summary(reference: dict[str, Any]) -> str:
+    """Per metric over all methods, as Markdown: the largest thread delta, the median seed std,
+    the range of derived tolerances and how many methods are checked (README table)."""
+    rows = []
+    names: list[str] = []
+    for metrics in reference["methods"].values():
+        names += [k for k in metrics if k not in names]
+    for k in names:
+        es = [ms[k] for ms in reference["methods"].values() if k in ms and "spread" in ms[k]]
+        if not es:
+            continue
+        deltas = [abs(d) for e in es for d in e["spread"]["thread_deltas"].values()]
+        seed = sorted(e["spread"]["seed_std_own"] for e in es)
+        tols = [e["tolerance"] for e in es]
+        n_test = {e["spread"].get("n_test") for e in es} - {None}
+        rows.append(f"| `{k}` | {'/'.join(map(str, sorted(n_test))) or '?'} | {max(deltas):.2f} | "
+                    f"{seed[len(seed) // 2]:.2f} | {min(tols):.2f}–{max(tols):.2f} | "
+                    f"{sum(e['checked'] for e in es)}/{len(es)} |")
+    head = ("| metric | test images | largest thread delta | median seed std | tolerance | checked |\n"
+            "|---|---|---|---|---|---|")
+    return "\n".join([head, *rows])
 
 
 def format_calibration(reference: dict[str, Any]) -> str:

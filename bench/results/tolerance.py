@@ -12,9 +12,11 @@ How near is measured from runs of the reference's own command (`runs/` of result
   initialisation, the data order and the augmentations: it shows how far a trajectory that has
   fully diverged goes, so it caps the thread spread (two such draws differ by sqrt(2) std).
 
-Per (method, metric) both are shrunk towards the same quantity pooled over all methods of that
-metric (the same evaluation set, so the same granularity: a metric on the 360-image digits test
-split moves in steps of 0.28 points, one on 10k images in 0.01), the pooled estimate weighted as
+Per (method, metric) both are shrunk towards the same quantity pooled over the methods of that
+metric that are alike in training: trained methods with trained methods, untrained baselines
+(pixels, random-init: only the evaluation's own rounding moves them) with each other. The same
+metric is the same evaluation set, so the same granularity: a metric on the 359-image digits
+test split moves in steps of 0.28 points, one on 10k images in 0.01. The pool is weighted as
 PRIOR_DOF observations, which steadies estimates made of two or three runs. Then
 
     sigma     = min(thread RMS, sqrt(2) * seed std)
@@ -37,7 +39,7 @@ from bench.threads import threads_of
 
 Z = 3.5               # normal quantile of the per-metric false-alarm rate (two-sided 4.7e-4)
 THREAD_MARGIN = 1.25  # an observed thread-count delta must hold with room to spare
-MIN_IMAGES = 2        # never tighter than two test images' worth of accuracy
+MIN_IMAGES = 5        # never tighter than five test images (another CPU moved untrained baselines by 2)
 PRIOR_DOF = 2         # weight of the metric-wide pool, in observations
 MAX_USEFUL = 6.0      # accuracy points; a wider tolerance is recorded but not checked
 
@@ -123,23 +125,27 @@ def derive(reference: dict[str, Any], results: list[RunRecord]) -> dict[str, dic
     if not any(dof for ms in seeds.values() for _, dof in ms.values()):
         raise UserError("no metric has two seeds at one thread count: calibration needs runs of seeds 0..N-1 "
                         "(e.g. `bench run --seeds 3`) beside the thread-count runs")
-    pooled_t: dict[str, tuple[float, int]] = {}
-    pooled_s: dict[str, tuple[float, int]] = {}
-    for k in {k for ms in samples.values() for k in ms}:
-        ds = [d for m in deltas if k in deltas[m] for d in deltas[m][k].values()]
-        pooled_t[k] = (sum(d * d for d in ds) / len(ds) if ds else 0.0, len(ds))
-        parts = [seeds[m][k] for m in seeds if k in seeds[m] and seeds[m][k][1] > 0]
+    trains = {m: _trains(m) for m in samples}
+    pooled_t: dict[tuple[str, bool], tuple[float, int]] = {}
+    pooled_s: dict[tuple[str, bool], tuple[float, int]] = {}
+    for key in {(k, trains[m]) for m, ms in samples.items() for k in ms}:
+        k, group = key
+        alike = [m for m in samples if trains[m] == group and k in samples[m]]
+        ds = [d for m in alike for d in deltas[m][k].values()]
+        pooled_t[key] = (sum(d * d for d in ds) / len(ds) if ds else 0.0, len(ds))
+        parts = [seeds[m][k] for m in alike if seeds[m][k][1] > 0]
         dof = sum(d for _, d in parts)
-        pooled_s[k] = (sum(v * d for v, d in parts) / dof if dof else 0.0, dof)
+        pooled_s[key] = (sum(v * d for v, d in parts) / dof if dof else 0.0, dof)
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for m, ms in samples.items():
         for k in ms:
+            key = (k, trains[m])
             d = deltas[m][k]
             thread_rms = math.sqrt(_shrunk(sum(x * x for x in d.values()) / len(d) if d else 0.0, len(d),
-                                           *pooled_t[k]))
+                                           *pooled_t[key]))
             var, dof = seeds[m][k]
-            seed_std = math.sqrt(_shrunk(var, dof, *pooled_s[k]))
-            sigma = min(thread_rms, math.sqrt(2.0) * seed_std) if pooled_s[k][1] else thread_rms
+            seed_std = math.sqrt(_shrunk(var, dof, *pooled_s[key]))
+            sigma = min(thread_rms, math.sqrt(2.0) * seed_std) if pooled_s[key][1] else thread_rms
             n_test = sizes.get(m, {}).get(k)
             floor = MIN_IMAGES * 100.0 / n_test if n_test else 0.0
             biggest = max((abs(x) for x in d.values()), default=0.0)
@@ -157,11 +163,21 @@ def derive(reference: dict[str, Any], results: list[RunRecord]) -> dict[str, dic
     return out
 
 
+def _trains(method: str) -> bool:
+    """Whether a method trains (an unknown name counts as trained: the conservative pool)."""
+    import methods
+    try:
+        return bool(methods.get(method).trains)
+    except UserError:
+        return True
+
+
 def method_text() -> dict[str, Any]:
     """How the tolerances were derived, stored in the reference beside them."""
     return {
         "rule": "sigma = min(thread RMS, sqrt(2) * seed std), each shrunk towards the same quantity pooled over "
-                "all methods of the metric (the pool weighted as PRIOR_DOF observations); tolerance = "
+                "the methods of the metric alike in training (trained / untrained baselines; the pool weighted as "
+                "PRIOR_DOF observations); tolerance = "
                 "max(Z*sigma, THREAD_MARGIN*max|thread delta|, MIN_IMAGES test images), rounded up to 0.01; "
                 "metrics whose tolerance exceeds MAX_USEFUL points are published but not checked",
         "Z": Z, "THREAD_MARGIN": THREAD_MARGIN, "MIN_IMAGES": MIN_IMAGES, "PRIOR_DOF": PRIOR_DOF,
