@@ -17,7 +17,7 @@ import pytest
 from bench import cli, config, suites
 from bench.config import AugConfig
 from bench.engine import runner
-from bench.results import check, store
+from bench.results import check, store, tolerance
 from bench.threads import cpu_threads
 
 SUITE = "test-check-tiny"
@@ -317,8 +317,8 @@ def test_device_defaults_to_the_references_kind():
 
 def test_reference_records_its_thread_count(reference):
     assert _ref(reference)["threads"] == 1  # made under the module's one-thread fixture
-    assert check.reference_threads({"device": "cpu (2 threads)"}) == 2
-    assert check.reference_threads({"device": "NVIDIA H100 80GB HBM3"}) is None
+    assert tolerance.reference_threads({"device": "cpu (2 threads)"}) == 2
+    assert tolerance.reference_threads({"device": "NVIDIA H100 80GB HBM3"}) is None
 
 
 @pytest.mark.parametrize("given,expected", [(None, 3), ("2", 2)])
@@ -382,7 +382,6 @@ def _derive(reference, first_run, suite, seed_shift: float, thread_shift: float)
     """Seeds 0, 1, 2 at +0, +seed_shift, -seed_shift (sample std = seed_shift); a 4-thread run of
     seed 0 moved by thread_shift. Every metric moves alike, so the metric-wide pools equal each
     metric's own spread and shrinkage changes nothing."""
-    from bench.results import tolerance
     base = store.load_results(first_run)
     runs = [_as_run(r, s, 1, d, suite) for r in base for s, d in ((1, seed_shift), (2, -seed_shift))]
     runs += [_as_run(r, 0, 4, thread_shift, suite) for r in base]
@@ -390,7 +389,6 @@ def _derive(reference, first_run, suite, seed_shift: float, thread_shift: float)
 
 
 def test_derived_tolerance_follows_the_thread_spread(reference, first_run, suite):
-    from bench.results import tolerance
     e = _derive(reference, first_run, suite, 2.0, 1.0)
     sp = e["spread"]
     assert sp["seed_std"] == pytest.approx(2.0) and sp["seed_dof"] == 2
@@ -400,7 +398,6 @@ def test_derived_tolerance_follows_the_thread_spread(reference, first_run, suite
 
 
 def test_seed_spread_caps_the_thread_spread(reference, first_run, suite):
-    from bench.results import tolerance
     e = _derive(reference, first_run, suite, 1.0, 4.0)
     assert e["spread"]["sigma"] == pytest.approx(math.sqrt(2.0), abs=1e-4)  # capped by sqrt(2) * seed std
     # but never below the observed thread delta (with its margin): 1.25 * 4 = 5 > 3.5 * 1.41
@@ -413,7 +410,6 @@ def test_tolerance_floor_is_two_test_images(reference, first_run, suite):
 
 
 def test_too_noisy_metrics_are_not_checked(reference, first_run, suite):
-    from bench.results import tolerance
     e = _derive(reference, first_run, suite, 10.0, 3.0)
     assert e["tolerance"] > tolerance.MAX_USEFUL and e["checked"] is False
 
@@ -516,7 +512,7 @@ def test_published_tolerances_catch_a_changed_recipe(tmp_path):
     reference = check.load_reference(Path(__file__).resolve().parents[1] / "reports/fmnist-ci/results.json", "fmnist-ci")
     suite = suites.SUITES.get("fmnist-ci")
     opts = runner.Options(out=tmp_path, sets={"simclr": {"temperature": "0.1"}}, download=False, device="cpu")
-    with cpu_threads(check.reference_threads(reference)):
+    with cpu_threads(tolerance.reference_threads(reference)):
         results = runner.run_suite(suite, suites.expand(suite, ("simclr",), 1), opts)
     only = {**reference, "methods": {"simclr": reference["methods"]["simclr"]}}
     rows = check.compare(only, results)

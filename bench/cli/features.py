@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from bench.results import store
-from bench.cli import positive_int
+from bench.cli.common import positive_int
 from bench.errors import UserError
 from bench.threads import cpu_threads
 

@@ -1,24 +1,13 @@
-"""`python -m bench check`: re-derive the published numbers of a suite, or publish them.
+"""Published references and the drift check's logic (the command is bench/cli/check.py).
 
-Check (the default):
-
-    python -m bench check --suite fmnist-ci [--reference reports/fmnist-ci] [--out DIR]
-
-reads `reports/<suite>/results.json`, re-runs the suite with the SAME command that produced it
-(its methods, seed count and `--set` overrides come from the reference file, and so does the kind of
-device, cpu or cuda, unless --device says otherwise; the runs go through `bench.engine.runner.run_suite`,
-the code behind `bench run`) into a fresh directory, and compares every
-published metric with its tolerance. It prints reference / now / delta / tolerance / OK|DRIFT
-per (method, metric) and exits 0 when all hold, 1 on any drift, missing metric or failed run,
-and 2 (one line `error: ...`) when the reference file is missing or malformed.
-
-Publish:
-
-    python -m bench check --suite S --write-reference RESULTS_DIR [--reference reports/S] [--force]
-
-derives the command from the stored configs (seeds, methods, overrides; it refuses results it
-cannot re-derive exactly), then writes `results.json`, `leaderboard.html` and `leaderboard.md`.
-An existing reference is only replaced with `--force`.
+- read and validate a reference (`load_reference`), compare a re-run with it (`compare`,
+  `verdict`): a metric holds when |now - value| <= its tolerance; a metric marked
+  `checked: false` (measured spread too wide) is shown but never fails;
+- publish (`publish`): derive the one `bench run` command that reproduces every stored config
+  (refusing results no single command made), then write `results.json`, `leaderboard.html`
+  and `leaderboard.md`; an existing reference is only replaced with `--force`;
+- calibrate (`calibrate`): measure each metric's tolerance (bench/results/tolerance.py) from
+  runs of the reference's command at other thread counts and seeds.
 
 Reference file (JSON):
 
@@ -32,67 +21,28 @@ Reference file (JSON):
      "tolerances": {"knn_top1": 1.0, ...},                     # per-metric defaults
      "methods": {"simclr": {"knn_top1": {"value": 80.1, "tolerance": 1.0, "std": 0.2, "n": 2}, ...}, ...}}
 
-A metric holds when |now - value| <= tolerance; the tolerance is the entry's own, else the
-per-metric default, else `default_tolerance` (the suite's `tolerance`).
+The tolerance of a metric is the entry's own (measured by `--calibrate`), else the per-metric
+default, else `default_tolerance` (the suite's `tolerance`).
 """
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import json
 import math
 import shlex
-import sys
-import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.cli import positive_int
-from bench.config import RunSpec, check_sets, resolve
+from bench.config import RunSpec, resolve
 from bench.errors import UserError
 from bench.results.store import RunRecord
-from bench.threads import cpu_threads, environment_threads, threads_of
-from bench.results.tolerance import reference_threads
+from bench.threads import threads_of
 
 REFERENCE_FILE = "results.json"
 FORMAT = "ssl-bench-reference"
 FORMAT_VERSION = 1
 SCOPES = (("train", None), ("aug", None), ("eval", None), ("method_config", ""), ("optim", ".optim"))
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--suite", required=True, help="suite whose published numbers are checked (see `bench list suites`)")
-    p.add_argument("--reference", type=Path,
-                   help="reference directory or its results.json (default reports/<suite>)")
-    p.add_argument("--out", type=Path,
-                   help="where the re-run writes its results (default: a fresh temporary directory); "
-                        "must not already hold results")
-    p.add_argument("--data-dir", help="where datasets are looked for / downloaded ($BENCH_DATA also works)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"],
-                   help="default: the kind of device the reference was made on (cpu or cuda)")
-    p.add_argument("--no-download", action="store_true", help="never try to download datasets")
-    p.add_argument("--write-reference", type=Path, metavar="RESULTS_DIR",
-                   help="publish: write the reference from the runs in RESULTS_DIR instead of checking")
-    p.add_argument("--force", action="store_true", help="with --write-reference: replace an existing reference")
-    p.add_argument("--threads", type=positive_int, metavar="N",
-                   help="CPU threads for the re-run (default: the count the reference records; a run is "
-                        "bit-exact only at the thread count it was made with)")
-    p.add_argument("--calibrate", type=Path, nargs="+", metavar="RESULTS_DIR",
-                   help="measure the tolerances: derive each metric's tolerance from runs of the reference's "
-                        "command at other thread counts and seeds (see bench/results/tolerance.py) and write them "
-                        "into the reference")
-
-
-def main(args: argparse.Namespace) -> int:
-    from bench.suites import SUITES
-    suite = SUITES.get(args.suite)
-    path = reference_path(args.reference, suite.name)
-    if args.write_reference is not None:
-        return publish(suite, Path(args.write_reference), path, force=args.force)
-    if args.calibrate:
-        return calibrate(suite, path, args.calibrate)
-    return check(suite, path, args)
 
 
 def reference_path(given: Path | None, suite_name: str) -> Path:
@@ -279,61 +229,6 @@ def verdict(rows: list[Row]) -> tuple[int, str]:
 
 # ----------------------------------------------------------------------------- check
 
-def check(suite, path: Path, args: argparse.Namespace) -> int:
-    import methods
-    from bench.engine import runner
-    from bench.results import store
-    from bench import suites
-    reference = load_reference(path, suite.name)
-    names = tuple(reference.get("methods_run", list(reference["methods"])))
-    for n in list(names) + list(reference["methods"]):
-        try:
-            methods.get(n)
-        except UserError as e:
-            raise UserError(f"reference file '{path}': {e}") from None
-    sets = {scope: dict(kv) for scope, kv in reference.get("sets", {}).items()}
-    check_sets(suite, sets)  # an override the code no longer knows: exit 2 before any work
-    out = _fresh_out(args.out, suite.name)
-    default = tuple(suite.methods) + tuple(suite.baselines)
-    specs = suites.expand(suite, None if names == default else names, reference["seeds"],
-                          reference.get("aug_mode", "shared"))
-    command = command_line(suite.name, names, default, reference["seeds"], reference.get("aug_mode", "shared"), sets)
-    _say(f"bench check {suite.name}: reference {path} "
-         f"(published {reference.get('date', '?')}, git {reference.get('git_commit', '?')})")
-    _say(f"re-running: {command} --out {out}")
-    device = args.device or reference_device(reference)
-    _say(f"device: {device}" + ("" if args.device else f" (the reference ran on {reference.get('device', '?')})"))
-    threads = args.threads or reference_threads(reference)
-    _say(threads_line(threads, args.threads is not None, reference))
-    opts = runner.Options(out=out, data_dir=args.data_dir, device=device, sets=sets,
-                          download=not args.no_download)
-    with cpu_threads(threads):
-        results = runner.run_suite(suite, specs, opts)
-    rows = compare(reference, results, suite.tolerance)
-    code, summary = verdict(rows)
-    store.write_json(out / "check.json", {"suite": suite.name, "reference": str(path), "status": "OK" if code == 0 else "DRIFT",
-                                          "rows": [asdict(r) for r in rows]})
-    print(f"bench check {suite.name}: reference {path}, re-run in {out}")
-    print(format_rows(rows))
-    print(summary)
-    if code:
-        print(f"leaderboard of the re-run: python -m bench report {out}")
-    return code
-
-
-def threads_line(threads: int | None, overridden: bool, reference: dict[str, Any]) -> str:
-    """What the re-run's CPU thread count is and where it came from."""
-    if threads is None:
-        return "threads: torch's default (the reference records no thread count; --threads N sets one)"
-    if overridden:
-        ref = reference_threads(reference)
-        return (f"threads: {threads} (--threads; the reference was made with {ref if ref else 'an unknown count'}: "
-                "expect numbers within tolerance, not bit-exact ones)")
-    env = environment_threads()
-    note = f"; OMP_NUM_THREADS={env} in the environment is not used" if env and env != str(threads) else ""
-    return f"threads: {threads} (the reference's; --threads N overrides{note})"
-
-
 def reference_device(reference: dict[str, Any]) -> str:
     """cpu or cuda, as recorded in the reference (`timings.device` of its runs); else auto."""
     dev = reference.get("device")
@@ -341,22 +236,6 @@ def reference_device(reference: dict[str, Any]) -> str:
     kinds = {"cpu" if str(d).startswith("cpu") else "cuda" for d in devs if isinstance(d, str) and d and d != "None"}
     return kinds.pop() if len(kinds) == 1 else "auto"
 
-
-def _fresh_out(given: Path | None, suite_name: str) -> Path:
-    if given is None:
-        return Path(tempfile.mkdtemp(prefix=f"bench-check-{suite_name}-"))
-    out = Path(given)
-    if out.exists() and any(out.glob("**/runs/*/result.json")):
-        raise UserError(f"--out '{out}' already holds results; bench check re-runs from scratch, so choose an empty "
-                        "or new directory (or leave --out out for a fresh temporary one)")
-    return out
-
-
-def _say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-# ----------------------------------------------------------------------------- publish
 
 def to_text(v: Any) -> str:
     """A resolved config value as the text `--set` parses back to the same value."""
