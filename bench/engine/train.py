@@ -133,6 +133,7 @@ def prepare(method: Method, cfg: TrainConfig, device: torch.device) -> bool:
     """
     if device.type != "cuda":
         return False
+    # torch sets _compiled_call_impl once a module is compiled in place: compile it only once
     if cfg.compile and not getattr(method.backbone, "_compiled_call_impl", None):
         method.backbone.compile()
     if cfg.channels_last:
