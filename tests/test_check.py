@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import check, cli, runner, store, suites
+from bench import check, cli, runner, store, suites, tolerance
 from bench.augment import AugConfig
 from bench.threads import cpu_threads
 
@@ -382,15 +382,14 @@ def _derive(reference, first_run, suite, seed_shift: float, thread_shift: float)
     """Seeds 0, 1, 2 at +0, +seed_shift, -seed_shift (sample std = seed_shift); a 4-thread run of
     seed 0 moved by thread_shift. Every metric moves alike, so the metric-wide pools equal each
     metric's own spread and shrinkage changes nothing."""
-    from bench import tolerance
     base = store.load_results(first_run)
     runs = [_as_run(r, s, 1, d, suite) for r in base for s, d in ((1, seed_shift), (2, -seed_shift))]
     runs += [_as_run(r, 0, 4, thread_shift, suite) for r in base]
     return tolerance.derive(_ref(reference), runs)["simclr"]["knn_top1"]
 
 
-def test_derived_tolerance_follows_the_thread_spread(reference, first_run, suite):
-    from bench import tolerance
+def test_derived_tolerance_follows_the_thread_spread(reference, first_run, suite, monkeypatch):
+    monkeypatch.setattr(tolerance, "MIN_IMAGES", 1)  # the floor (1 point here) below Z * sigma
     e = _derive(reference, first_run, suite, 2.0, 1.0)
     sp = e["spread"]
     assert sp["seed_std"] == pytest.approx(2.0) and sp["seed_dof"] == 2
@@ -400,28 +399,28 @@ def test_derived_tolerance_follows_the_thread_spread(reference, first_run, suite
 
 
 def test_seed_spread_caps_the_thread_spread(reference, first_run, suite):
-    from bench import tolerance
     e = _derive(reference, first_run, suite, 1.0, 4.0)
     assert e["spread"]["sigma"] == pytest.approx(math.sqrt(2.0), abs=1e-4)  # capped by sqrt(2) * seed std
     # but never below the observed thread delta (with its margin): 1.25 * 4 = 5 > 3.5 * 1.41
     assert e["tolerance"] == pytest.approx(tolerance.THREAD_MARGIN * 4.0)
 
 
-def test_tolerance_floor_is_two_test_images(reference, first_run, suite):
+def test_tolerance_floor_is_a_few_test_images(reference, first_run, suite):
     e = _derive(reference, first_run, suite, 0.1, 0.05)
-    assert e["spread"]["n_test"] == 100 and e["tolerance"] == pytest.approx(2.0)
+    assert e["spread"]["n_test"] == 100 and e["tolerance"] == pytest.approx(tolerance.MIN_IMAGES * 100 / 100)
 
 
 def test_too_noisy_metrics_are_not_checked(reference, first_run, suite):
-    from bench import tolerance
     e = _derive(reference, first_run, suite, 10.0, 3.0)
     assert e["tolerance"] > tolerance.MAX_USEFUL and e["checked"] is False
 
 
-def test_calibrate_writes_measured_tolerances_and_check_uses_them(reference, first_run, suite, tmp_path, capsys):
+def test_calibrate_writes_measured_tolerances_and_check_uses_them(reference, first_run, suite, tmp_path, capsys,
+                                                                  monkeypatch):
+    monkeypatch.setattr(tolerance, "MIN_IMAGES", 1)  # the floor (1 point here) below Z * sigma
     ref_dir = tmp_path / "ref"
     shutil.copytree(reference, ref_dir)
-    seeds = {1: 2.0, 2: -2.0}  # seed std 2; thread RMS 1: tolerance 3.5, above the 2-image floor
+    seeds = {1: 2.0, 2: -2.0}  # seed std 2; thread RMS 1: tolerance 3.5
     dirs = _calibration_dirs(tmp_path, first_run, suite, seeds, {2: 1.0, 4: -1.0})
     assert cli.main(["check", "--suite", SUITE, "--reference", str(ref_dir), "--calibrate", *map(str, dirs)]) == 0
     out = capsys.readouterr().out
