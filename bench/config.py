@@ -3,8 +3,9 @@
 Every knob is a field of a frozen dataclass with its recipe default: the suite's training
 budget (TrainConfig), augmentation (AugConfig) and evaluation protocol (EvalConfig), a method's
 optimizer recipe (OptimConfig; the method's own Config lives with the method). A Suite bundles
-them; `resolve` turns (suite, RunSpec, --set overrides) into ONE frozen ResolvedRun, which every
-consumer uses and whose hash is the run id. Overrides are parsed against the field's declared
+them; `bench.suites.resolve` turns (suite, RunSpec, --set overrides) into ONE frozen
+ResolvedRun, which every consumer uses and whose hash is the run id. Nothing here imports the
+methods: they import this module. Overrides are parsed against the field's declared
 type: an unknown key or a value of the wrong type is a UserError (exit code 2), never a silent
 string.
 """
@@ -14,7 +15,7 @@ import dataclasses
 import hashlib
 import json
 import typing
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from bench.errors import UserError
@@ -163,16 +164,18 @@ class ResolvedRun:
         return dataclasses.asdict(v) if dataclasses.is_dataclass(v) else dict(v)
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "ResolvedRun":
-        """The inverse of `to_json` (a stored result's `config`). A method this process does not
-        know (a plugin not loaded, a renamed method) keeps its config as a dict, so its results
-        can still be reported; `to_json` gives back exactly what was stored."""
+    def from_json(cls, d: dict[str, Any], method_config: type | None = None) -> "ResolvedRun":
+        """The inverse of `to_json` (a stored result's `config`), the method's config read as
+        `method_config` (its Config dataclass). Without one (a method this process does not know:
+        a plugin not loaded, a renamed method) it stays a dict, so its results can still be
+        reported; `to_json` gives back exactly what was stored either way."""
         return cls(suite=d["suite"], method=d["method"], seed=int(d["seed"]), aug_mode=d["aug_mode"],
                    dataset=d["dataset"], backbone=d["backbone"], image_size=int(d["image_size"]),
                    views=tuple(d["views"]), paradigm=d["paradigm"],
                    train=from_dict(TrainConfig, d["train"]), aug=from_dict(AugConfig, d["aug"]),
                    eval=from_dict(EvalConfig, d["eval"]),
-                   method_config=_method_config(d["method"], d["method_config"]),
+                   method_config=(from_dict(method_config, d["method_config"]) if method_config
+                                  else dict(d["method_config"])),
                    optim=from_dict(OptimConfig, d["optim"]), world_size=int(d.get("world_size", 1)))
 
     @property
@@ -189,55 +192,6 @@ class ResolvedRun:
         """Equal as stored (JSON), the comparison `bench check` makes."""
         return json.dumps(self.to_json(), sort_keys=True, default=str) == \
             json.dumps(other.to_json(), sort_keys=True, default=str)
-
-
-def resolve_scope(suite: Suite, scope: str, items: dict[str, str]) -> Any:
-    """The config of one --set scope (train, aug, eval, METHOD, METHOD.optim) with `items` applied."""
-    import methods
-    base = {"train": suite.train, "aug": suite.aug, "eval": suite.eval}
-    if scope in base:
-        return apply(base[scope], items, scope)
-    name, _, sub = scope.partition(".")
-    cls = methods.get(name) if (name in methods.METHODS or name in methods.BASELINES) else None
-    if cls is None:
-        known = ", ".join(["train", "aug", "eval"] + methods.METHODS.names() + methods.BASELINES.names())
-        raise UserError(f"--set {scope}.*: unknown scope {scope!r}; choose one of: {known} (or METHOD.optim)")
-    if sub == "optim":
-        return apply(cls.optim, items, scope)
-    if sub:
-        raise UserError(f"--set {scope}.*: unknown scope; use {name}.KEY or {name}.optim.KEY")
-    return apply(cls.Config(), items, scope)
-
-
-def check_sets(suite: Suite, sets: dict[str, dict[str, str]]) -> None:
-    """Every --set scope must exist and every key must be a field (checked before any work)."""
-    for scope, items in sets.items():
-        resolve_scope(suite, scope, items)
-
-
-def resolve(suite: Suite, spec: RunSpec, sets: dict[str, dict[str, str]], world_size: int = 1) -> ResolvedRun:
-    """The fully resolved config of a run: everything that determines its result."""
-    import methods
-    cls = methods.get(spec.method)
-    aug_cfg = resolve_scope(suite, "aug", sets.get("aug", {}))
-    if spec.aug_mode == "native" and cls.native_aug:
-        aug_cfg = replace(aug_cfg, **cls.native_aug)
-    return ResolvedRun(
-        suite=suite.name, method=spec.method, seed=spec.seed, aug_mode=spec.aug_mode, dataset=suite.dataset,
-        backbone=suite.backbone, image_size=suite.image_size, views=tuple(cls.views), paradigm=cls.paradigm,
-        train=resolve_scope(suite, "train", sets.get("train", {})), aug=aug_cfg,
-        eval=resolve_scope(suite, "eval", sets.get("eval", {})),
-        method_config=resolve_scope(suite, spec.method, sets.get(spec.method, {})),
-        optim=resolve_scope(suite, f"{spec.method}.optim", sets.get(f"{spec.method}.optim", {})),
-        world_size=world_size)
-
-
-def _method_config(method: str, stored: dict[str, Any]) -> Any:
-    import methods
-    known = method in methods.METHODS or method in methods.BASELINES
-    if known and set(stored) <= set(field_types(methods.get(method).Config)):
-        return from_dict(methods.get(method).Config, stored)
-    return dict(stored)
 
 
 def from_dict(cls: type, d: dict[str, Any]) -> Any:

@@ -1,11 +1,18 @@
 """The built-in suites: a dataset, a backbone, one augmentation pipeline, a training budget and
 the evaluation protocol, shared by every method in the suite (the types are in bench/config.py).
-`expand` turns a suite into RunSpecs.
+`expand` turns a suite into RunSpecs and `resolve` a RunSpec (with --set overrides) into the
+ResolvedRun every consumer uses.
 """
 from __future__ import annotations
 
 
-from bench.config import AugConfig, EvalConfig, RunSpec, Suite, TrainConfig
+from dataclasses import replace
+from typing import Any
+
+import methods
+from bench.config import (AugConfig, EvalConfig, ResolvedRun, RunSpec, Suite, TrainConfig, apply,
+                          field_types)
+from bench.errors import UserError
 from bench.registry import Registry
 
 SUITES: Registry[Suite] = Registry("suite")
@@ -70,3 +77,51 @@ def expand(suite: Suite, methods: tuple[str, ...] | None, seeds: int, aug_mode: 
     if baselines and not methods:
         names = names + suite.baselines
     return [RunSpec(suite.name, m, seed, aug_mode) for m in names for seed in range(seeds)]
+
+
+def resolve_scope(suite: Suite, scope: str, items: dict[str, str]) -> Any:
+    """The config of one --set scope (train, aug, eval, METHOD, METHOD.optim) with `items` applied."""
+    base = {"train": suite.train, "aug": suite.aug, "eval": suite.eval}
+    if scope in base:
+        return apply(base[scope], items, scope)
+    name, _, sub = scope.partition(".")
+    cls = methods.get(name) if (name in methods.METHODS or name in methods.BASELINES) else None
+    if cls is None:
+        known = ", ".join(["train", "aug", "eval"] + methods.METHODS.names() + methods.BASELINES.names())
+        raise UserError(f"--set {scope}.*: unknown scope {scope!r}; choose one of: {known} (or METHOD.optim)")
+    if sub == "optim":
+        return apply(cls.optim, items, scope)
+    if sub:
+        raise UserError(f"--set {scope}.*: unknown scope; use {name}.KEY or {name}.optim.KEY")
+    return apply(cls.Config(), items, scope)
+
+
+def check_sets(suite: Suite, sets: dict[str, dict[str, str]]) -> None:
+    """Every --set scope must exist and every key must be a field (checked before any work)."""
+    for scope, items in sets.items():
+        resolve_scope(suite, scope, items)
+
+
+def resolve(suite: Suite, spec: RunSpec, sets: dict[str, dict[str, str]], world_size: int = 1) -> ResolvedRun:
+    """The fully resolved config of a run: everything that determines its result."""
+    cls = methods.get(spec.method)
+    aug_cfg = resolve_scope(suite, "aug", sets.get("aug", {}))
+    if spec.aug_mode == "native" and cls.native_aug:
+        aug_cfg = replace(aug_cfg, **cls.native_aug)
+    return ResolvedRun(
+        suite=suite.name, method=spec.method, seed=spec.seed, aug_mode=spec.aug_mode, dataset=suite.dataset,
+        backbone=suite.backbone, image_size=suite.image_size, views=tuple(cls.views), paradigm=cls.paradigm,
+        train=resolve_scope(suite, "train", sets.get("train", {})), aug=aug_cfg,
+        eval=resolve_scope(suite, "eval", sets.get("eval", {})),
+        method_config=resolve_scope(suite, spec.method, sets.get(spec.method, {})),
+        optim=resolve_scope(suite, f"{spec.method}.optim", sets.get(f"{spec.method}.optim", {})),
+        world_size=world_size)
+
+
+def method_config_class(method: str, stored: dict[str, Any]) -> type | None:
+    """The Config dataclass that reads a stored method config, or None (the method is not
+    registered here, or its Config has no such fields: kept as a dict)."""
+    known = method in methods.METHODS or method in methods.BASELINES
+    if known and set(stored) <= set(field_types(methods.get(method).Config)):
+        return methods.get(method).Config
+    return None

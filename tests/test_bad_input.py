@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import datasets
-from bench import config
+from bench import suites
 from bench.results import store
 from bench.backbones import BACKBONES
 from bench.cli import main
@@ -182,7 +182,7 @@ def test_unwritable_output_dir(capsys, tmp_path):
 def test_results_of_another_schema_version(capsys, tmp_path):
     suite = SUITES.get("quick")
     spec = expand(suite, ("random-init",), 1)[0]
-    run_dir = tmp_path / "out" / "runs" / config.resolve(suite, spec, {}).run_id
+    run_dir = tmp_path / "out" / "runs" / suites.resolve(suite, spec, {}).run_id
     run_dir.mkdir(parents=True)
     path = run_dir / "result.json"
     path.write_text(json.dumps({"schema_version": store.SCHEMA_VERSION + 1, "status": "ok", "metrics": {}}))

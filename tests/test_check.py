@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import cli, config, suites
+from bench import cli, suites
 from bench.config import AugConfig
 from bench.engine import runner
 from bench.results import check, store, tolerance
@@ -357,7 +357,7 @@ def test_check_runs_at_the_references_thread_count(reference, first_run, tmp_pat
 def _as_run(base: store.RunRecord, seed: int, threads: int, shift: float, suite) -> store.RunRecord:
     """A copy of a stored run as if made with another seed and thread count, metrics shifted."""
     r = copy.deepcopy(base)
-    r.config = config.resolve(suite, suites.RunSpec(SUITE, r.method, seed), SETS)
+    r.config = suites.resolve(suite, suites.RunSpec(SUITE, r.method, seed), SETS)
     r.run_id = f"{r.method}-s{seed}-t{threads}"
     r.timings["device"] = f"cpu ({threads} threads)"
     r.metrics = {k: v + shift for k, v in r.metrics.items()}

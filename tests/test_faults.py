@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 import methods
-from bench import config
+from bench import config, suites
 from bench.results import store
 from bench.cli import main
 from bench.suites import SUITES, expand
@@ -61,7 +61,7 @@ def run_dir_of(out: Path, method: str, extra_sets: list[str] = (), epochs: int |
         sets.setdefault("train", {})["epochs"] = str(epochs)
     suite = SUITES.get("quick")
     spec = expand(suite, (method,), 1)[0]
-    return out / "runs" / config.resolve(suite, spec, sets).run_id
+    return out / "runs" / suites.resolve(suite, spec, sets).run_id
 
 
 def result_of(run_dir: Path) -> dict:

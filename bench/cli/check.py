@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.cli.common import positive_int
-from bench.config import check_sets
 from bench.errors import UserError
 from bench.results.check import (calibrate, command_line, compare, format_rows, load_reference, publish,
                                  reference_device, reference_path, verdict)
 from bench.results.tolerance import reference_threads
+from bench.suites import check_sets
 from bench.threads import cpu_threads, environment_threads
 
 

@@ -52,7 +52,7 @@ def main(args: argparse.Namespace) -> int:
     world = distributed.setup(args.device)  # torchrun: join the process group (RANK/WORLD_SIZE set)
     try:
         if world.world_size > 1 and world.rank == 0:
-            tc = config.resolve_scope(suite, "train", sets.get("train", {}))
+            tc = suites.resolve_scope(suite, "train", sets.get("train", {}))
             print(f"torchrun: {world.world_size} processes ({world.backend}); global batch = {tc.batch_size} per process "
                   f"x {world.world_size} = {tc.batch_size * world.world_size}; sync_bn={tc.sync_bn}",
                   file=sys.stderr, flush=True)

@@ -17,12 +17,13 @@ import torch
 
 import datasets as ds
 from bench.backbones import BACKBONES
-from bench.config import RunSpec, Suite, check_sets, resolve, resolve_scope
+from bench.config import RunSpec, Suite
 from bench.engine import distributed
 from bench.engine.data import SuiteData
 from bench.engine.execute import device_name, execute, pick_device
 from bench.errors import UserError
 from bench.results import store
+from bench.suites import check_sets, resolve, resolve_scope
 
 
 @dataclass

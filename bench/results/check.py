@@ -34,9 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.config import RunSpec, resolve
+from bench.config import RunSpec
 from bench.errors import UserError
 from bench.results.store import RunRecord
+from bench.suites import resolve
 from bench.threads import threads_of
 
 REFERENCE_FILE = "results.json"

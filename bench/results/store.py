@@ -21,6 +21,7 @@ from typing import Any, Iterator
 
 from bench.config import SCHEMA_VERSION, ResolvedRun
 from bench.errors import UserError
+from bench.suites import method_config_class
 from bench.threads import threads_of
 
 RESULT = "result.json"
@@ -98,7 +99,8 @@ class RunRecord:
             raise UserError(f"{where}: status {data['status']!r} is not one of {', '.join(STATUSES)}")
         names = {f.name for f in fields(cls)} - {"directory"}
         kept = {k: v for k, v in data.items() if k in names}
-        kept["config"] = ResolvedRun.from_json(data["config"])
+        kept["config"] = ResolvedRun.from_json(data["config"], method_config_class(data["config"]["method"],
+                                                                                    data["config"]["method_config"]))
         # a stored null where a mapping belongs (e.g. a failed run's metrics) reads as empty
         return cls(**{k: (_empty(k) if v is None and k not in _NULLABLE else v) for k, v in kept.items()})
 

@@ -113,7 +113,8 @@ def load_setup(args: argparse.Namespace, suite, device: torch.device, need: int)
 def build(suite, method: str, info, device: torch.device, seed: int = 0):
     """The method model, its resolved config, train/optim configs and the suite's augmentation,
     built exactly as `bench run` builds them."""
-    from bench.config import RunSpec, resolve
+    from bench.config import RunSpec
+    from bench.suites import resolve
     from bench.engine.execute import build_method
     run = resolve(suite, RunSpec(suite.name, method, seed), {})
     return build_method(run, info, device), run, run.train, run.optim, run.aug

@@ -7,7 +7,7 @@ import torch
 
 import methods
 from bench.engine.augment import Augment
-from bench.config import resolve
+from bench.suites import resolve
 from bench.engine.execute import build_method
 from bench.suites import SUITES, RunSpec
 from bench.engine.train import _step, build_optimizer, make_views, scaled_lr
