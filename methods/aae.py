@@ -12,8 +12,9 @@ Harness fit: ONE harness optimizer updates encoder + decoder; the discriminator 
 Adam, stepped inside `training_step` on detached codes first (alternating updates, as in
 [0]); its optimizer state travels with the model's state_dict (`get_extra_state`).
 Encoder/decoder are the AASAE ones (same head width, 128-d code, residual decoder) and the
-optimizer is the autoencoders' Adam recipe, so the three autoencoders differ only in the
-regularizer of the latent space.
+optimizer is the autoencoders' Adam recipe. Known difference (docs/protocols.md): the
+reconstruction term here is a per-pixel mean, where VAE and AASAE sum a Gaussian NLL over
+C x H x W, so the three do not yet differ only in the regularizer of the latent space.
 """
 from __future__ import annotations
 

@@ -94,8 +94,9 @@ class ResidualUpsampler(nn.Module):
     conv1x1 -> width, ReLU; stages of `blocks` UpBlocks with widths width/2, width/4, ...
     (floored at 8), the last stages upsampling ~2x each to exactly `size` (at least 4 stages,
     as decoder18's [2,2,2,2]; at 32px from 4x4 this is the official 4 -> 8 -> 16 -> 32); then
-    conv3x3 -> head_width, ReLU, conv3x3 -> out_channels. No BatchNorm; kaiming init
-    (fan_out) as the official decoder, with every residual branch's last conv zero-initialised.
+    conv3x3 -> head_width, ReLU, conv3x3 -> out_channels. No BatchNorm; kaiming init (fan_out)
+    and every residual branch's last conv zero-initialised -- both differ from the official
+    decoder at commit 1fc158d (PyTorch default init, no zero-init; docs/protocols.md).
     """
 
     def __init__(self, cin: int, width: int, size: int, s0: int, out_channels: int,
@@ -116,8 +117,8 @@ class ResidualUpsampler(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        # no BatchNorm, so each residual branch starts at zero (the official zero_init_residual
-        # option; Fixup/SkipInit): initial outputs stay at the data's scale instead of ~20 std
+        # no BatchNorm, so each residual branch starts at zero (Fixup/SkipInit-style; not in the
+        # official decoder): initial outputs stay at the data's scale instead of ~20 std
         for m in self.modules():
             if isinstance(m, UpBlock):
                 nn.init.zeros_(m.conv2.weight)

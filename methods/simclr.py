@@ -4,7 +4,7 @@ and pushes the other 2N-2 views of the batch away.
 
 [0] Chen et al., "A Simple Framework for Contrastive Learning of Visual Representations",
     2020, https://arxiv.org/abs/2002.05709
-Recipe: lightly benchmarks/imagenet/cifar10_benchmark.py (head (d, d, 128), temperature 0.5,
+Recipe: lightly docs/source/getting_started/benchmarks/cifar10_benchmark.py (head (d, d, 128), temperature 0.5,
 SGD lr 0.06 x batch/128, wd 5e-4); solo-learn uses temperature 0.2 and LARS (see docs/protocols.md).
 """
 from __future__ import annotations

@@ -16,7 +16,8 @@ Two implementations of the same pipeline (`impl`):
   interpolation matrices (out = Ry @ x @ Rxᵀ, exactly kornia's "crop the integer box, then
   bilinear resize with align_corners=True"), and colour jitter / grayscale are fused
   elementwise expressions of the same formulas (torchvision's, as kornia.ColorJitter).
-  tests/test_augment.py checks that both give the same views to float rounding.
+  tests/test_perf.py::test_fused_augment_gives_kornias_views checks that both give the same
+  views to float rounding.
 
 Why: on 2 CPU cores kornia's RandomResizedCrop crops and resizes sample by sample in a Python
 loop, and its ColorJitter runs ~150 small tensor ops per batch (rgb->hsv->rgb for the hue

@@ -141,10 +141,14 @@ def evaluate(encode, main: EvalSet, transfer: dict[str, EvalSet | str], cfg: Eva
 @torch.no_grad()
 def run_diagnostics(encode, images: torch.Tensor, feats: torch.Tensor, aug: Augment,
                     device: torch.device, seed: int, n_views: int = 2048) -> dict[str, Any]:
-    """RankMe, alignment/uniformity and invariance on two augmented views of test images."""
+    """RankMe and uniformity of the un-augmented test features; alignment and invariance on two
+    augmented views of up to `n_views` test images."""
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randperm(images.shape[0], generator=gen)[:n_views]
     x = images[idx].to(device)
+    # kornia draws its augmentation parameters from the global RNG (it takes no generator), so the
+    # views are made reproducible by seeding it; evaluation runs after training, so nothing later
+    # in the run depends on the RNG state this leaves
     torch.manual_seed(seed)
     z1 = torch.cat([encode(aug(c)).float() for c in x.split(512)])
     z2 = torch.cat([encode(aug(c)).float() for c in x.split(512)])
