@@ -432,7 +432,7 @@ def calibrate(suite, path: Path, dirs: list[Path]) -> int:
         kinds.setdefault(str(r.threads), set()).add(r.seed)
     reference["calibration"] = {
         **tolerance.method_text(),
-        "runs": [{"threads": int(t), "seeds": sorted(s)} for t, s in sorted(kinds.items())],
+        "runs": [{"threads": int(t), "seeds": sorted(s)} for t, s in sorted(kinds.items(), key=lambda kv: int(kv[0]))],
         "machines": [json.loads(m) for m in sorted({_canon(r.machine) for r in results})],
         "git_commits": sorted({str(r.git_commit) for r in results}),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

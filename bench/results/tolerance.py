@@ -20,10 +20,12 @@ test split moves in steps of 0.28 points, one on 10k images in 0.01. The pool is
 PRIOR_DOF observations, which steadies estimates made of two or three runs. Then
 
     sigma     = min(thread RMS, sqrt(2) * seed std)
-    tolerance = max(Z * sigma,  THREAD_MARGIN * max |thread delta|,  MIN_IMAGES test images)
+    tolerance = max(q * sigma,  THREAD_MARGIN * max |thread delta|,  MIN_IMAGES test images)
 
-with Z = 3.5: two-sided 4.7e-4 per metric under a normal model, about 4% that one of 80 metrics
-fails by chance alone. A metric whose tolerance would exceed MAX_USEFUL points is published but
+where q is Student's t quantile for a two-sided false-alarm rate ALPHA per metric (4.7e-4, the
+normal model's 3.5 sigma: about 4% that one of 80 metrics fails by chance alone), with as many
+degrees of freedom as thread deltas went into the metric's pool: sigma is estimated, not known,
+so its quantile is t's, not the normal's (q = 4.14 for 21 deltas, 6.9 for 6). A metric whose tolerance would exceed MAX_USEFUL points is published but
 not checked (`checked: false`): a check that wide would not catch a broken recipe, and one that
 fails on noise teaches people to ignore it. Everything is recorded per metric in the reference.
 """
@@ -37,7 +39,7 @@ from bench.errors import UserError
 from bench.results.store import RunRecord
 from bench.threads import threads_of
 
-Z = 3.5               # normal quantile of the per-metric false-alarm rate (two-sided 4.7e-4)
+ALPHA = 4.65e-4       # per-metric two-sided false-alarm rate (the normal model's 3.5 sigma)
 THREAD_MARGIN = 1.25  # an observed thread-count delta must hold with room to spare
 MIN_IMAGES = 5        # never tighter than five test images (another CPU moved untrained baselines by 2)
 PRIOR_DOF = 2         # weight of the metric-wide pool, in observations
@@ -149,18 +151,25 @@ def derive(reference: dict[str, Any], results: list[RunRecord]) -> dict[str, dic
             n_test = sizes.get(m, {}).get(k)
             floor = MIN_IMAGES * 100.0 / n_test if n_test else 0.0
             biggest = max((abs(x) for x in d.values()), default=0.0)
-            tol = max(Z * sigma, THREAD_MARGIN * biggest, floor)
+            q = _quantile(pooled_t[key][1])
+            tol = max(q * sigma, THREAD_MARGIN * biggest, floor)
             tol = math.ceil(round(tol * 100.0, 6)) / 100.0  # two decimals, rounded up
             out.setdefault(m, {})[k] = {
                 "tolerance": tol, "checked": tol <= MAX_USEFUL,
                 "spread": {"thread_deltas": {t: round(x, 4) for t, x in d.items()},
                            "thread_rms": round(thread_rms, 4),
                            "seed_std_own": round(math.sqrt(var), 4), "seed_dof": dof,
-                           "seed_std": round(seed_std, 4), "sigma": round(sigma, 4),
+                           "seed_std": round(seed_std, 4), "sigma": round(sigma, 4), "quantile": round(q, 3),
                            "seeds": sorted({s.seed for s in ms[k]}), "n_test": n_test,
                            "reference_threads": ref_threads},
             }
     return out
+
+
+def _quantile(dof: int) -> float:
+    """Student's t quantile for ALPHA two-sided with `dof` degrees of freedom (normal when many)."""
+    from scipy.stats import norm, t
+    return float(t.ppf(1.0 - ALPHA / 2.0, dof)) if dof >= 1 else float(norm.ppf(1.0 - ALPHA / 2.0))
 
 
 def _trains(method: str) -> bool:
@@ -177,10 +186,11 @@ def method_text() -> dict[str, Any]:
     return {
         "rule": "sigma = min(thread RMS, sqrt(2) * seed std), each shrunk towards the same quantity pooled over "
                 "the methods of the metric alike in training (trained / untrained baselines; the pool weighted as "
-                "PRIOR_DOF observations); tolerance = "
-                "max(Z*sigma, THREAD_MARGIN*max|thread delta|, MIN_IMAGES test images), rounded up to 0.01; "
+                "PRIOR_DOF observations); tolerance = max(q*sigma, THREAD_MARGIN*max|thread delta|, MIN_IMAGES "
+                "test images), rounded up to 0.01, q = Student's t quantile (two-sided ALPHA, degrees of freedom = "
+                "the thread deltas in the pool); "
                 "metrics whose tolerance exceeds MAX_USEFUL points are published but not checked",
-        "Z": Z, "THREAD_MARGIN": THREAD_MARGIN, "MIN_IMAGES": MIN_IMAGES, "PRIOR_DOF": PRIOR_DOF,
+        "ALPHA": ALPHA, "THREAD_MARGIN": THREAD_MARGIN, "MIN_IMAGES": MIN_IMAGES, "PRIOR_DOF": PRIOR_DOF,
         "MAX_USEFUL": MAX_USEFUL,
         "model": "a re-run on another machine is the reference's run perturbed in its rounding; thread counts "
                  "other than the reference's stand in for another CPU's kernels (E[delta^2] is the variance of "
