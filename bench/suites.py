@@ -105,9 +105,10 @@ def check_sets(suite: Suite, sets: dict[str, dict[str, str]]) -> None:
 def resolve(suite: Suite, spec: RunSpec, sets: dict[str, dict[str, str]], world_size: int = 1) -> ResolvedRun:
     """The fully resolved config of a run: everything that determines its result."""
     cls = methods.get(spec.method)
-    aug_cfg = resolve_scope(suite, "aug", sets.get("aug", {}))
-    if spec.aug_mode == "native" and cls.native_aug:
+    aug_cfg = suite.aug
+    if spec.aug_mode == "native" and cls.native_aug:  # the method's own recipe, then the user's --set aug.*
         aug_cfg = replace(aug_cfg, **cls.native_aug)
+    aug_cfg = apply(aug_cfg, sets.get("aug", {}), "aug")
     return ResolvedRun(
         suite=suite.name, method=spec.method, seed=spec.seed, aug_mode=spec.aug_mode, dataset=suite.dataset,
         backbone=suite.backbone, image_size=suite.image_size, views=tuple(cls.views), paradigm=cls.paradigm,

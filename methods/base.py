@@ -62,6 +62,9 @@ class Method(nn.Module):
         """Features every evaluation uses: the backbone output, before any head."""
         return self.backbone(x)
 
+    def on_step_start(self, step: int, total_steps: int) -> None:
+        """Hook before each step's forward (e.g. BYOL sets the momentum this step logs and uses)."""
+
     def on_step_end(self, step: int, total_steps: int) -> None:
         """Hook after each optimizer step (e.g. BYOL's momentum update)."""
 

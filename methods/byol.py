@@ -57,7 +57,7 @@ class BYOL(Method):
         deactivate_requires_grad(self.backbone_momentum)
         deactivate_requires_grad(self.projection_momentum)
         self.criterion = NegativeCosineSimilarity()
-        self.momentum = cfg.momentum_start
+        self.momentum = cfg.momentum_start  # set per step by on_step_start (also right after a resume)
 
     def training_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, Logs]:
         x = torch.cat(views)  # both views in one pass per network
@@ -68,9 +68,13 @@ class BYOL(Method):
         loss = 0.5 * (self.criterion(p0, z1) + self.criterion(p1, z0))
         return loss, {"neg_cosine": loss.detach(), "momentum": self.momentum}
 
+    def on_step_start(self, step: int, total_steps: int) -> None:
+        """This step's EMA momentum (0.99 -> 1, cosine over training): logged by this step's
+        training_step and used by its on_step_end."""
+        self.momentum = cosine_schedule(step, total_steps, self.cfg.momentum_start, self.cfg.momentum_end)
+
     @torch.no_grad()
     def on_step_end(self, step: int, total_steps: int) -> None:
-        """EMA update of the target network after the optimizer step; momentum 0.99 -> 1."""
-        self.momentum = cosine_schedule(step, total_steps, self.cfg.momentum_start, self.cfg.momentum_end)
+        """EMA update of the target network after the optimizer step, at this step's momentum."""
         update_momentum(self.backbone, self.backbone_momentum, m=self.momentum)
         update_momentum(self.projection, self.projection_momentum, m=self.momentum)

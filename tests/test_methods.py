@@ -147,19 +147,25 @@ def test_byol_momentum_moves_the_target():
     target_before = [p.detach().clone() for p in method.backbone_momentum.parameters()]
     assert all(not p.requires_grad for p in method.backbone_momentum.parameters())
     x = torch.randn(BATCH, 1, 16, 16)
-    loss, _ = method.training_step(views_for(method, x), torch.zeros(BATCH, dtype=torch.long))
+    method.on_step_start(0, 100)  # cosine schedule: momentum 0.99 at step 0
+    loss, logs = method.training_step(views_for(method, x), torch.zeros(BATCH, dtype=torch.long))
+    assert logs["momentum"] == pytest.approx(0.99)  # the momentum this step uses, not the previous one
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
-    method.on_step_end(0, 100)  # cosine schedule: momentum 0.99 at step 0
+    method.on_step_end(0, 100)
     assert method.momentum == pytest.approx(0.99)
     moved = 0
     for old, new, online_p in zip(target_before, method.backbone_momentum.parameters(), method.backbone.parameters()):
         assert torch.allclose(new, 0.99 * old + 0.01 * online_p.detach(), atol=1e-6)
         moved += not torch.equal(old, new)
     assert moved > 0
-    method.on_step_end(99, 100)
-    assert method.momentum == pytest.approx(1.0)
+    # a resumed run sets the momentum of the step it resumes at, not the schedule's start
+    fresh = build("byol", "resnet-tiny")
+    fresh.on_step_start(99, 100)
+    assert fresh.momentum == pytest.approx(1.0)
+    _, logs = fresh.training_step(views_for(fresh, x), torch.zeros(BATCH, dtype=torch.long))
+    assert logs["momentum"] == pytest.approx(1.0)
 
 
 # ----------------------------------------------------------------------------- AAE
@@ -229,3 +235,16 @@ def test_decoder_reaches_every_suite_image_size(size):
     assert 0.05 < out.std().item() < 10  # zero-initialised residual branches: data-scale outputs
     assert upsampling_sizes(4, size)[-1] == size
     assert upsampling_sizes(4, 32) == [8, 16, 32]  # the official CIFAR decoder's 4 -> 32
+
+
+def test_set_aug_overrides_win_over_the_native_recipe():
+    """--aug native applies the method's own recipe first, then the user's --set aug.* on top."""
+    from bench.config import RunSpec
+    from bench.suites import SUITES, resolve
+    suite = SUITES.get("cifar10-all")
+    native = resolve(suite, RunSpec(suite.name, "byol", 0, "native"), {})
+    assert native.aug.solarize_p == 0.1 and native.aug.saturation == 0.2  # BYOL's own recipe
+    mine = resolve(suite, RunSpec(suite.name, "byol", 0, "native"), {"aug": {"solarize_p": "0.0"}})
+    assert mine.aug.solarize_p == 0.0 and mine.aug.saturation == 0.2  # the user's value, the rest native
+    shared = resolve(suite, RunSpec(suite.name, "byol", 0), {"aug": {"solarize_p": "0.3"}})
+    assert shared.aug.solarize_p == 0.3 and shared.aug.saturation == suite.aug.saturation

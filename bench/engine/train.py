@@ -253,6 +253,7 @@ def train(method: Method, images: torch.Tensor, labels: torch.Tensor, aug: Augme
                 factor = lr_factor(step, warmup_steps, total_steps, optim.schedule)
                 for g in optimizer.param_groups:
                     g["lr"] = lr * factor
+                method.on_step_start(step, total_steps)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                     views = to_memory_format(make_views(method, xb, aug), channels_last)
                     loss, logs = _step(model, views, yb)
