@@ -120,9 +120,10 @@ def resolve(suite: Suite, spec: RunSpec, sets: dict[str, dict[str, str]], world_
 
 
 def method_config_class(method: str, stored: dict[str, Any]) -> type | None:
-    """The Config dataclass that reads a stored method config, or None (the method is not
-    registered here, or its Config has no such fields: kept as a dict)."""
+    """The Config dataclass that reads a stored method config, or None: the method is not
+    registered here, or its Config has other fields than were stored (kept as a dict, so
+    `to_json` gives back exactly what was stored and the run id still matches)."""
     known = method in methods.METHODS or method in methods.BASELINES
-    if known and set(stored) <= set(field_types(methods.get(method).Config)):
+    if known and set(stored) == set(field_types(methods.get(method).Config)):
         return methods.get(method).Config
     return None

@@ -403,7 +403,7 @@ def test_derived_tolerance_follows_the_thread_spread(reference, first_run, suite
     assert sp["thread_deltas"] == {str(t): pytest.approx(0.5) for t in THREADS}
     assert sp["thread_rms"] == pytest.approx(0.5) and sp["sigma"] == pytest.approx(0.5)  # below sqrt(2) * 2
     # sigma is estimated from five deltas: Student's t quantile with 5 degrees of freedom
-    q = tolerance._quantile(len(THREADS))
+    q = tolerance.quantile(len(THREADS))
     assert sp["quantile"] == pytest.approx(q, abs=1e-3) and q > 5  # wider than the normal 3.5
     assert e["tolerance"] == pytest.approx(_rounded_up(q * 0.5)) and e["checked"] is True
 
@@ -412,7 +412,7 @@ def test_seed_spread_caps_the_thread_spread(reference, first_run, suite, monkeyp
     monkeypatch.setattr(tolerance, "MIN_IMAGES", 1)
     e = _derive(reference, first_run, suite, 0.2, 0.5)
     assert e["spread"]["sigma"] == pytest.approx(math.sqrt(2.0) * 0.2, abs=1e-4)  # capped by sqrt(2) * seed std
-    q = tolerance._quantile(len(THREADS))
+    q = tolerance.quantile(len(THREADS))
     # never below the observed thread delta with its margin
     assert e["tolerance"] == pytest.approx(_rounded_up(max(q * math.sqrt(2) * 0.2, tolerance.THREAD_MARGIN * 0.5)))
 
@@ -443,7 +443,7 @@ def test_calibrate_writes_measured_tolerances_and_check_uses_them(reference, fir
     e = ref["methods"]["simclr"]["linear_top1"]
     assert e["spread"]["thread_deltas"] == {"2": pytest.approx(0.3), "3": pytest.approx(-0.3), "4": pytest.approx(0.3),
                                             "5": pytest.approx(-0.3), "6": pytest.approx(0.3)}
-    assert e["tolerance"] == pytest.approx(_rounded_up(tolerance._quantile(5) * 0.3)) and e["checked"]
+    assert e["tolerance"] == pytest.approx(_rounded_up(tolerance.quantile(5) * 0.3)) and e["checked"]
     # the measured tolerance is what compare() applies: a move just beyond it drifts
     results = store.load_results(first_run)
     for r in results:

@@ -13,7 +13,8 @@ import sys
 from bench.cli.common import Parser
 from bench.errors import UserError
 
-# name, module, help; a module is imported only when its command runs (start-up stays light)
+# name, module, help; each module imports only argparse-level names at its top and its heavy
+# dependencies (torch, the methods) inside main, so `bench --help` and usage errors stay light
 COMMANDS = [
     ("list", "bench.cli.list", "print a registry"),
     ("run", "bench.cli.run", "train and evaluate a suite, then write its leaderboard"),

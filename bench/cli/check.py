@@ -16,11 +16,6 @@ from typing import Any
 
 from bench.cli.common import positive_int
 from bench.errors import UserError
-from bench.results.check import (calibrate, command_line, compare, format_rows, load_reference, publish,
-                                 reference_device, reference_path, verdict)
-from bench.results.tolerance import reference_threads
-from bench.suites import check_sets
-from bench.threads import cpu_threads, environment_threads
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,6 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    # imported here, not at the top: `bench --help` and the other commands stay light
+    from bench.results.check import calibrate, publish, reference_path
     from bench.suites import SUITES
     suite = SUITES.get(args.suite)
     path = reference_path(args.reference, suite.name)
@@ -59,9 +56,14 @@ def main(args: argparse.Namespace) -> int:
 
 def check(suite, path: Path, args: argparse.Namespace) -> int:
     import methods
+    from bench import suites
     from bench.engine import runner
     from bench.results import store
-    from bench import suites
+    from bench.results.check import (command_line, compare, format_rows, load_reference, reference_device,
+                                     verdict)
+    from bench.results.tolerance import reference_threads
+    from bench.suites import check_sets
+    from bench.threads import cpu_threads
     reference = load_reference(path, suite.name)
     names = tuple(reference.get("methods_run", list(reference["methods"])))
     for n in list(names) + list(reference["methods"]):
@@ -101,9 +103,11 @@ def check(suite, path: Path, args: argparse.Namespace) -> int:
 
 def threads_line(threads: int | None, overridden: bool, reference: dict[str, Any]) -> str:
     """What the re-run's CPU thread count is and where it came from."""
+    from bench.results.tolerance import reference_threads
+    from bench.threads import environment_threads
     if threads is None:
         return "threads: torch's default (the reference records no thread count; --threads N sets one)"
-    if overridden:
+    if overridden and threads != reference_threads(reference):
         ref = reference_threads(reference)
         return (f"threads: {threads} (--threads; the reference was made with {ref if ref else 'an unknown count'}: "
                 "expect numbers within tolerance, not bit-exact ones)")

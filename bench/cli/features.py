@@ -19,10 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.results import store
 from bench.cli.common import positive_int
 from bench.errors import UserError
-from bench.threads import cpu_threads
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    # imported here, not at the top: `bench --help` and the other commands stay light
+    from bench.results import store
+    from bench.threads import cpu_threads
     from bench.engine.data import SuiteData
     from bench.engine.execute import build_method, pick_device
     from bench.engine.train import CHECKPOINT, load_checkpoint

@@ -25,6 +25,9 @@ from methods.base import DataInfo, Method
 def build_method(run: ResolvedRun, info: DataInfo, device: torch.device) -> Method:
     """The run's method on its backbone, initialised from the run seed."""
     cls = methods.get(run.method)
+    if not dataclasses.is_dataclass(run.method_config):
+        raise UserError(f"run {run.run_id}: its {run.method} config ({', '.join(sorted(run.method_config))}) does not "
+                        f"match this version's {cls.Config.__name__}; it cannot be rebuilt here")
     torch.manual_seed(run.seed)  # the seed fixes the initialisation
     backbone = BACKBONES.get(run.backbone).build(info.channels, info.size)
     return cls(run.method_config, backbone, info).to(device)

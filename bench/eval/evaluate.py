@@ -19,7 +19,7 @@ from bench.eval import diagnostics as diag
 from bench.engine.augment import Augment, normalize
 from bench.eval.knn import knn_top1
 from bench.eval.probe import linear_probe
-from bench.suites import EvalConfig
+from bench.config import EvalConfig
 
 import datasets as ds
 

@@ -167,7 +167,7 @@ def means(results: list[RunRecord]) -> tuple[dict[str, dict[str, float]], dict[s
     return {m: {k: sum(v) / len(v) for k, v in ms.items()} for m, ms in values.items()}, failures
 
 
-def compare(reference: dict[str, Any], results: list[dict[str, Any]], fallback_tolerance: float = 1.0) -> list[Row]:
+def compare(reference: dict[str, Any], results: list[RunRecord], fallback_tolerance: float = 1.0) -> list[Row]:
     """One Row per (method, metric) of the reference, against the mean of `results`."""
     now, failures = means(results)
     rows = []

@@ -92,15 +92,21 @@ class RunRecord:
         if version != SCHEMA_VERSION:
             raise UserError(f"{where} has schema_version {version!r}, this ssl-bench writes {SCHEMA_VERSION}; "
                             "use a new --out directory or the ssl-bench version that wrote it")
-        missing = [k for k in ("run_id", "spec_hash", "spec", "config", "status") if k not in data]
+        missing = [k for k in ("run_id", "spec_hash", "spec", "config", "status") if data.get(k) is None]
         if missing:
             raise UserError(f"{where}: missing {', '.join(missing)}; move it aside to re-run that run")
         if data["status"] not in STATUSES:
             raise UserError(f"{where}: status {data['status']!r} is not one of {', '.join(STATUSES)}")
         names = {f.name for f in fields(cls)} - {"directory"}
         kept = {k: v for k, v in data.items() if k in names}
-        kept["config"] = ResolvedRun.from_json(data["config"], method_config_class(data["config"]["method"],
-                                                                                    data["config"]["method_config"]))
+        try:
+            config = data["config"]
+            kept["config"] = ResolvedRun.from_json(config, method_config_class(config["method"], config["method_config"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise UserError(f"{where}: its config cannot be read ({type(e).__name__}: {e}); move it aside to re-run "
+                            "that run") from None
+        except UserError as e:
+            raise UserError(f"{where}: {e}") from None
         # a stored null where a mapping belongs (e.g. a failed run's metrics) reads as empty
         return cls(**{k: (_empty(k) if v is None and k not in _NULLABLE else v) for k, v in kept.items()})
 
@@ -211,7 +217,7 @@ def _cpu_model() -> str | None:
 
 
 def git_commit() -> str | None:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # the repository: bench/results/store.py
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,

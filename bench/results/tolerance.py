@@ -25,9 +25,10 @@ PRIOR_DOF observations, which steadies estimates made of two or three runs. Then
 where q is Student's t quantile for a two-sided false-alarm rate ALPHA per metric (4.7e-4, the
 normal model's 3.5 sigma: about 4% that one of 80 metrics fails by chance alone), with as many
 degrees of freedom as thread deltas went into the metric's pool: sigma is estimated, not known,
-so its quantile is t's, not the normal's (q = 4.14 for 21 deltas, 6.9 for 6). A metric whose tolerance would exceed MAX_USEFUL points is published but
-not checked (`checked: false`): a check that wide would not catch a broken recipe, and one that
-fails on noise teaches people to ignore it. Everything is recorded per metric in the reference.
+so its quantile is t's, not the normal's (q = 4.05 for 24 deltas, 6.9 for 6). A metric whose
+tolerance would exceed MAX_USEFUL points is published but not checked (`checked: false`): a
+check that wide would not catch a broken recipe, and one that fails on noise teaches people to
+ignore it. Everything is recorded per metric in the reference.
 """
 from __future__ import annotations
 
@@ -151,7 +152,7 @@ def derive(reference: dict[str, Any], results: list[RunRecord]) -> dict[str, dic
             n_test = sizes.get(m, {}).get(k)
             floor = MIN_IMAGES * 100.0 / n_test if n_test else 0.0
             biggest = max((abs(x) for x in d.values()), default=0.0)
-            q = _quantile(pooled_t[key][1])
+            q = quantile(pooled_t[key][1])
             tol = max(q * sigma, THREAD_MARGIN * biggest, floor)
             tol = math.ceil(round(tol * 100.0, 6)) / 100.0  # two decimals, rounded up
             out.setdefault(m, {})[k] = {
@@ -166,7 +167,7 @@ def derive(reference: dict[str, Any], results: list[RunRecord]) -> dict[str, dic
     return out
 
 
-def _quantile(dof: int) -> float:
+def quantile(dof: int) -> float:
     """Student's t quantile for ALPHA two-sided with `dof` degrees of freedom (normal when many)."""
     from scipy.stats import norm, t
     return float(t.ppf(1.0 - ALPHA / 2.0, dof)) if dof >= 1 else float(norm.ppf(1.0 - ALPHA / 2.0))
