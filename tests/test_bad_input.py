@@ -225,3 +225,25 @@ def test_subprocess_prints_one_line_and_no_traceback(tmp_path):
     assert "Traceback" not in p.stderr
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: dataset 'cifar10' (train split) not found"), p.stderr
+
+
+@pytest.mark.parametrize("damage,needle", [
+    ({"config": None}, "missing config"),
+    ({"status": "finished"}, "status 'finished'"),
+    ({"config": {"suite": "quick"}}, "its config cannot be read"),
+    ({"config": {"seed": "x"}}, "its config cannot be read"),
+])
+def test_malformed_result_record_is_one_line(capsys, tmp_path, damage, needle):
+    """A result.json that is valid JSON but not a run record: `bench report` names the file."""
+    record = {"schema_version": store.SCHEMA_VERSION, "run_id": "r", "spec_hash": "0" * 64,
+              "spec": {"suite": "quick", "method": "simclr", "seed": 0, "aug_mode": "shared"},
+              "config": {"suite": "quick", "method": "simclr", "seed": 0}, "status": "ok"}
+    for k, v in damage.items():
+        record[k] = v if not (k == "config" and isinstance(v, dict) and "seed" in v) else {**record["config"], **v}
+    path = tmp_path / "runs" / "r" / "result.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(record))
+    before = path.read_bytes()
+    msg = one_error(capsys, ["report", str(tmp_path)])
+    assert needle in msg and str(path) in msg, msg
+    assert path.read_bytes() == before
