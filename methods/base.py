@@ -8,7 +8,7 @@ head), which is all any evaluation uses.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch import nn
@@ -76,6 +76,22 @@ class Method(nn.Module):
         """Parameters the harness optimizer updates (a method with its own inner optimizer,
         such as the AAE discriminator, leaves those out)."""
         return [p for p in self.parameters() if p.requires_grad]
+
+
+VIEW_FORWARDS = ("joint", "separate")
+
+
+def forward_views(net: Callable[[torch.Tensor], torch.Tensor], views: list[torch.Tensor],
+                  mode: str) -> list[torch.Tensor]:
+    """`net` applied to each view. "joint": one pass over the concatenated views, so BatchNorm
+    normalizes with statistics over all of them; "separate": one pass per view, statistics per
+    view, as lightly's examples forward them (docs/protocols.md)."""
+    if mode == "joint":
+        return list(net(torch.cat(views)).chunk(len(views)))
+    if mode == "separate":
+        return [net(v) for v in views]
+    from bench.errors import UserError
+    raise UserError(f"forward_views={mode!r}: choose one of {', '.join(VIEW_FORWARDS)}")
 
 
 METHODS: Registry[type[Method]] = Registry("method")

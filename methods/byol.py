@@ -24,7 +24,7 @@ from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 
 from bench.backbones import Backbone
-from methods.base import AUGMENTED, DataInfo, Method, OptimConfig, register, Logs
+from methods.base import AUGMENTED, DataInfo, Logs, Method, OptimConfig, forward_views, register
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class BYOLConfig:
     pred_hidden_dim: int = 0       # 0 = 2 x the backbone's feature size
     momentum_start: float = 0.99   # target EMA momentum at step 0 ...
     momentum_end: float = 1.0      # ... rising to this by the last step (cosine schedule)
+    forward_views: str = "joint"   # joint: both views in one pass per network (BatchNorm over both); separate: per view
 
 
 @register
@@ -60,10 +61,10 @@ class BYOL(Method):
         self.momentum = cfg.momentum_start  # set per step by on_step_start (also right after a resume)
 
     def training_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, Logs]:
-        x = torch.cat(views)  # both views in one pass per network
-        p0, p1 = self.prediction(self.projection(self.backbone(x))).chunk(2)
+        mode = self.cfg.forward_views  # joint (default): both views in one pass per network
+        p0, p1 = forward_views(lambda x: self.prediction(self.projection(self.backbone(x))), views, mode)
         with torch.no_grad():
-            z0, z1 = self.projection_momentum(self.backbone_momentum(x)).chunk(2)
+            z0, z1 = forward_views(lambda x: self.projection_momentum(self.backbone_momentum(x)), views, mode)
         # each view's online prediction regresses the target projection of the other view
         loss = 0.5 * (self.criterion(p0, z1) + self.criterion(p1, z0))
         return loss, {"neg_cosine": loss.detach(), "momentum": self.momentum}

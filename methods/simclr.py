@@ -16,7 +16,7 @@ from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 
 from bench.backbones import Backbone
-from methods.base import AUGMENTED, DataInfo, Method, OptimConfig, register, Logs
+from methods.base import AUGMENTED, DataInfo, Logs, Method, OptimConfig, forward_views, register
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class SimCLRConfig:
     proj_output_dim: int = 128
     temperature: float = 0.5
     gather_distributed: bool = True  # negatives from every process under DDP
+    forward_views: str = "joint"   # joint: both views in one pass (BatchNorm over both); separate: lightly's per view
 
 
 @register
@@ -44,9 +45,8 @@ class SimCLR(Method):
         self.criterion = NTXentLoss(temperature=cfg.temperature, gather_distributed=cfg.gather_distributed)
 
     def training_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, Logs]:
-        x1, x2 = views
-        # one backbone pass over both views keeps BatchNorm statistics shared, as in the paper
-        z = self.projection(self.backbone(torch.cat([x1, x2])))
-        z1, z2 = z.chunk(2)
+        # joint (default): one pass over both views, BatchNorm statistics shared, as in the paper's
+        # large-batch setup; separate: one pass per view, as lightly's examples (issue #14 measures both)
+        z1, z2 = forward_views(lambda x: self.projection(self.backbone(x)), views, self.cfg.forward_views)
         loss = self.criterion(z1, z2)
         return loss, {"ntxent": loss.detach()}

@@ -26,7 +26,7 @@ from lightly.loss.vicreg_loss import invariance_loss
 from lightly.models.modules import BarlowTwinsProjectionHead
 
 from bench.backbones import Backbone
-from methods.base import AUGMENTED, DataInfo, Method, OptimConfig, register, Logs
+from methods.base import AUGMENTED, DataInfo, Logs, Method, OptimConfig, forward_views, register
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class VICRegConfig:
     var_weight: float = 25.0       # mu, variance hinge (std >= 1 per dimension)
     cov_weight: float = 1.0        # nu, off-diagonal covariance penalty
     gather_distributed: bool = True  # variance/covariance over the global batch under DDP
+    forward_views: str = "joint"   # joint: both views in one pass (BatchNorm over both); separate: per view
 
 
 @register
@@ -58,8 +59,7 @@ class VICReg(Method):
                                     gather_distributed=cfg.gather_distributed)
 
     def training_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, Logs]:
-        x1, x2 = views
-        z1, z2 = self.expander(self.backbone(torch.cat([x1, x2]))).chunk(2)
+        z1, z2 = forward_views(lambda x: self.expander(self.backbone(x)), views, self.cfg.forward_views)
         loss = self.criterion(z1, z2)
         with torch.no_grad():  # invariance and per-dimension std for the log (collapse shows as std -> 0)
             inv, std = invariance_loss(z1, z2), z1.float().std(0).mean()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import copy
 import math
 import sys
 
@@ -248,3 +249,48 @@ def test_set_aug_overrides_win_over_the_native_recipe():
     assert mine.aug.solarize_p == 0.0 and mine.aug.saturation == 0.2  # the user's value, the rest native
     shared = resolve(suite, RunSpec(suite.name, "byol", 0), {"aug": {"solarize_p": "0.3"}})
     assert shared.aug.solarize_p == 0.3 and shared.aug.saturation == suite.aug.saturation
+
+
+# ----------------------------------------------------------------------------- how views are forwarded
+
+def _online(method):
+    """The network a method's loss reads each view through (the target branch for BYOL aside)."""
+    if method.name == "simclr":
+        return lambda x: method.projection(method.backbone(x))
+    if method.name == "byol":
+        return lambda x: method.prediction(method.projection(method.backbone(x)))
+    return lambda x: method.expander(method.backbone(x))
+
+
+@pytest.mark.parametrize("name", ["simclr", "byol", "vicreg"])
+@pytest.mark.parametrize("mode", ["joint", "separate"])
+def test_views_forward_jointly_or_one_at_a_time(name, mode):
+    """joint: one pass over both views (BatchNorm statistics over both); separate: one pass per
+    view. In train mode the two differ exactly by the BatchNorm statistics."""
+    from methods.base import forward_views
+    method = build(name, "resnet-tiny", forward_views=mode)
+    method.train()
+    torch.manual_seed(1)
+    views = views_for(method, torch.randn(8, 1, 16, 16))
+    net = _online(method)
+    state = copy.deepcopy(method.state_dict())
+    got = forward_views(net, views, mode)
+    method.load_state_dict(state)  # BatchNorm running stats moved: start both from the same state
+    if mode == "joint":
+        want = net(torch.cat(views)).chunk(2)
+    else:
+        want = [net(v) for v in views]
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=0, atol=0)
+    method.load_state_dict(state)
+    other = forward_views(net, views, "separate" if mode == "joint" else "joint")
+    assert not torch.allclose(other[0], got[0])  # the statistics really differ
+    loss, _ = method.training_step(views, torch.zeros(8, dtype=torch.long))
+    assert math.isfinite(loss.item())
+
+
+def test_unknown_view_forward_is_a_user_error():
+    from bench.errors import UserError
+    from methods.base import forward_views
+    with pytest.raises(UserError, match="forward_views='both'"):
+        forward_views(lambda x: x, [torch.zeros(1)], "both")
