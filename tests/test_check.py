@@ -317,8 +317,8 @@ def test_device_defaults_to_the_references_kind():
 
 def test_reference_records_its_thread_count(reference):
     assert _ref(reference)["threads"] == 1  # made under the module's one-thread fixture
-    assert tolerance.reference_threads({"device": "cpu (2 threads)"}) == 2
-    assert tolerance.reference_threads({"device": "NVIDIA H100 80GB HBM3"}) is None
+    assert check.reference_threads({"device": "cpu (2 threads)"}) == 2
+    assert check.reference_threads({"device": "NVIDIA H100 80GB HBM3"}) is None
 
 
 @pytest.mark.parametrize("given,expected", [(None, 3), ("2", 2)])
@@ -527,7 +527,7 @@ def test_published_tolerances_catch_a_changed_recipe(tmp_path):
     reference = check.load_reference(Path(__file__).resolve().parents[1] / "reports/fmnist-ci/results.json", "fmnist-ci")
     suite = suites.SUITES.get("fmnist-ci")
     opts = runner.Options(out=tmp_path, sets={"simclr": {"temperature": "0.1"}}, download=False, device="cpu")
-    with cpu_threads(tolerance.reference_threads(reference)):
+    with cpu_threads(check.reference_threads(reference)):
         results = runner.run_suite(suite, suites.expand(suite, ("simclr",), 1), opts)
     only = {**reference, "methods": {"simclr": reference["methods"]["simclr"]}}
     rows = check.compare(only, results)

@@ -12,7 +12,6 @@ import sys
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from bench.cli.common import positive_int
 from bench.errors import UserError
@@ -60,8 +59,7 @@ def check(suite, path: Path, args: argparse.Namespace) -> int:
     from bench.engine import runner
     from bench.results import store
     from bench.results.check import (command_line, compare, format_rows, load_reference, reference_device,
-                                     verdict)
-    from bench.results.tolerance import reference_threads
+                                     reference_threads, verdict)
     from bench.suites import check_sets
     from bench.threads import cpu_threads
     reference = load_reference(path, suite.name)
@@ -83,8 +81,9 @@ def check(suite, path: Path, args: argparse.Namespace) -> int:
     _say(f"re-running: {command} --out {out}")
     device = args.device or reference_device(reference)
     _say(f"device: {device}" + ("" if args.device else f" (the reference ran on {reference.get('device', '?')})"))
-    threads = args.threads or reference_threads(reference)
-    _say(threads_line(threads, args.threads is not None, reference))
+    ref_threads = reference_threads(reference)
+    threads = args.threads or ref_threads
+    _say(threads_line(threads, args.threads is not None, ref_threads))
     opts = runner.Options(out=out, data_dir=args.data_dir, device=device, sets=sets,
                           download=not args.no_download)
     with cpu_threads(threads):
@@ -101,14 +100,12 @@ def check(suite, path: Path, args: argparse.Namespace) -> int:
     return code
 
 
-def threads_line(threads: int | None, overridden: bool, reference: dict[str, Any]) -> str:
-    """What the re-run's CPU thread count is and where it came from."""
-    from bench.results.tolerance import reference_threads
+def threads_line(threads: int | None, overridden: bool, ref: int | None) -> str:
+    """What the re-run's CPU thread count is and where it came from (`ref`: the reference's)."""
     from bench.threads import environment_threads
     if threads is None:
         return "threads: torch's default (the reference records no thread count; --threads N sets one)"
-    if overridden and threads != reference_threads(reference):
-        ref = reference_threads(reference)
+    if overridden and threads != ref:
         return (f"threads: {threads} (--threads; the reference was made with {ref if ref else 'an unknown count'}: "
                 "expect numbers within tolerance, not bit-exact ones)")
     env = environment_threads()
@@ -128,7 +125,3 @@ def _fresh_out(given: Path | None, suite_name: str) -> Path:
 
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-# ----------------------------------------------------------------------------- publish
-

@@ -56,7 +56,8 @@ def reference_path(given: Path | None, suite_name: str) -> Path:
 
 # ----------------------------------------------------------------------------- reading a reference
 
-def _is_num(v: Any) -> bool:
+def is_number(v: Any) -> bool:
+    """A finite int or float (not a bool): what a stored metric or tolerance must be."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -97,10 +98,10 @@ def validate_reference(data: Any, path: Path | str, suite_name: str) -> None:
     if data.get("aug_mode", "shared") not in ("shared", "native"):
         raise UserError(f"{where}: 'aug_mode' must be 'shared' or 'native', got {data.get('aug_mode')!r}")
     for key in ("default_tolerance",):
-        if key in data and (not _is_num(data[key]) or data[key] < 0):
+        if key in data and (not is_number(data[key]) or data[key] < 0):
             raise UserError(f"{where}: {key!r} must be a number >= 0, got {data[key]!r}")
     tols = data.get("tolerances", {})
-    if not isinstance(tols, dict) or not all(_is_num(v) and v >= 0 for v in tols.values()):
+    if not isinstance(tols, dict) or not all(is_number(v) and v >= 0 for v in tols.values()):
         raise UserError(f"{where}: 'tolerances' must map a metric to a number >= 0")
     methods = data["methods"]
     if not isinstance(methods, dict) or not methods:
@@ -111,9 +112,9 @@ def validate_reference(data: Any, path: Path | str, suite_name: str) -> None:
         for k, entry in metrics.items():
             if not isinstance(entry, dict) or "value" not in entry:
                 raise UserError(f"{where}: methods.{m}.{k} must be an object with a numeric 'value'")
-            if not _is_num(entry["value"]):
+            if not is_number(entry["value"]):
                 raise UserError(f"{where}: methods.{m}.{k}.value must be a finite number, got {entry['value']!r}")
-            if "tolerance" in entry and (not _is_num(entry["tolerance"]) or entry["tolerance"] < 0):
+            if "tolerance" in entry and (not is_number(entry["tolerance"]) or entry["tolerance"] < 0):
                 raise UserError(f"{where}: methods.{m}.{k}.tolerance must be a number >= 0, got {entry['tolerance']!r}")
             if "checked" in entry and not isinstance(entry["checked"], bool):
                 raise UserError(f"{where}: methods.{m}.{k}.checked must be true or false, got {entry['checked']!r}")
@@ -162,7 +163,7 @@ def means(results: list[RunRecord]) -> tuple[dict[str, dict[str, float]], dict[s
             continue
         method = r.method
         for k, v in r.metrics.items():
-            if _is_num(v):
+            if is_number(v):
                 values.setdefault(method, {}).setdefault(k, []).append(float(v))
     return {m: {k: sum(v) / len(v) for k, v in ms.items()} for m, ms in values.items()}, failures
 
@@ -229,6 +230,14 @@ def verdict(rows: list[Row]) -> tuple[int, str]:
 
 
 # ----------------------------------------------------------------------------- check
+
+def reference_threads(reference: dict[str, Any]) -> int | None:
+    """The thread count a reference was made with: its `threads`, else parsed from `device`."""
+    t = reference.get("threads")
+    if isinstance(t, int) and not isinstance(t, bool) and t > 0:
+        return t
+    return threads_of(reference.get("device"))
+
 
 def reference_device(reference: dict[str, Any]) -> str:
     """cpu or cuda, as recorded in the reference (`timings.device` of its runs); else auto."""
@@ -346,7 +355,7 @@ def build_reference(suite, results: list[RunRecord]) -> dict[str, Any]:
         runs = [r for r in results if r.method == m]
         per[m] = {}
         for k, v in values.get(m, {}).items():
-            xs = [float(r.metrics[k]) for r in runs if _is_num(r.metrics.get(k))]
+            xs = [float(r.metrics[k]) for r in runs if is_number(r.metrics.get(k))]
             std = (sum((x - v) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5 if len(xs) > 1 else 0.0
             per[m][k] = {"value": v, "tolerance": float(suite.tolerance), "std": std, "n": len(xs)}
             if k not in metric_names:
@@ -402,7 +411,7 @@ def calibrate(suite, path: Path, dirs: list[Path]) -> int:
     if reference["seeds"] != 1:
         raise UserError(f"reference '{path}' averages {reference['seeds']} seeds; calibration is implemented for "
                         "single-seed references (the reference is the seed-0 sample)")
-    if tolerance.reference_threads(reference) is None:
+    if reference_threads(reference) is None:
         raise UserError(f"reference '{path}' records no CPU thread count; re-publish it from CPU runs")
     sets = reference.get("sets", {})
     aug_mode = reference.get("aug_mode", "shared")

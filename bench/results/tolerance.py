@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.errors import UserError
+from bench.results.check import is_number, reference_threads
 from bench.results.store import RunRecord
-from bench.threads import threads_of
 
 ALPHA = 4.65e-4       # per-metric two-sided false-alarm rate (the normal model's 3.5 sigma)
 THREAD_MARGIN = 1.25  # an observed thread-count delta must hold with room to spare
@@ -53,10 +53,6 @@ class Sample:
     threads: int | None
     seed: int
     value: float
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def collect(reference: dict[str, Any], results: list[RunRecord]) -> tuple[dict[str, dict[str, list[Sample]]],
@@ -77,21 +73,13 @@ def collect(reference: dict[str, Any], results: list[RunRecord]) -> tuple[dict[s
         if threads == ref_threads and seed == 0:
             continue  # the reference itself (on this machine a bit-exact repeat of it)
         for k, v in r.metrics.items():
-            if m in samples and k in samples[m] and _is_num(v):
+            if m in samples and k in samples[m] and is_number(v):
                 samples[m][k].append(Sample(threads, int(seed), float(v)))
         for k, p in r.protocols.items():
             n = (p.get("n_test") or (p.get("split_sizes") or {}).get("test")) if isinstance(p, dict) else None
             if isinstance(n, int) and n > 0:
                 sizes.setdefault(m, {})[k] = n
     return samples, sizes
-
-
-def reference_threads(reference: dict[str, Any]) -> int | None:
-    """The thread count a reference was made with: its `threads`, else parsed from `device`."""
-    t = reference.get("threads")
-    if isinstance(t, int) and not isinstance(t, bool) and t > 0:
-        return t
-    return threads_of(reference.get("device"))
 
 
 def seed_spread(samples: list[Sample]) -> tuple[float, int]:
