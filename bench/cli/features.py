@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -41,7 +39,8 @@ def main(args: argparse.Namespace) -> int:
     from bench.engine.data import SuiteData
     from bench.engine.execute import build_method, pick_device
     from bench.engine.train import CHECKPOINT, load_checkpoint
-    from bench.eval.evaluate import extract_features, features_digest, features_fingerprint
+    from bench.eval.evaluate import (FINGERPRINT_RTOL, extract_features, features_digest, features_fingerprint,
+                                     fingerprint_difference)
     from bench.suites import SUITES
 
     result = store.read_result(args.run_dir)
@@ -102,23 +101,3 @@ def main(args: argparse.Namespace) -> int:
     print(head + f"features DIFFER from the ones the metrics were computed on: largest fingerprint difference "
                  f"{worst:.1e} of their scale > {FINGERPRINT_RTOL:g} (digest {digest}, stored {stored})")
     return 1
-
-
-# Features re-derived from the same checkpoint differ only by the forward pass's rounding: ~1e-6
-# of their scale between CPU kernels and thread counts, ~1e-3 with TF32/bf16 kernels on a GPU;
-# 1e-2 leaves room above both. A broken re-derivation (another checkpoint, normalization or
-# subset) differs by order 1.
-FINGERPRINT_RTOL = 1e-2
-
-
-def fingerprint_difference(a: dict[str, Any], b: dict[str, Any]) -> float:
-    """Largest difference of two fingerprints' projections, relative to the projections' scale
-    (RMS * sqrt(dim): the std of a row's projection on a standard normal direction); inf when
-    the shapes differ."""
-    if a.get("shape") != b.get("shape"):
-        return math.inf
-    scale = max(float(a.get("rms", 0.0)), 1e-12) * math.sqrt(max(a["shape"][1], 1))
-    rows_a = list(a.get("rows", [])) + [a.get("mean", [])]
-    rows_b = list(b.get("rows", [])) + [b.get("mean", [])]
-    diffs = [abs(x - y) for ra, rb in zip(rows_a, rows_b) for x, y in zip(ra, rb)]
-    return max(diffs, default=0.0) / scale

@@ -9,6 +9,7 @@ held-out part of the TRAIN split (bench/eval/probe.py).
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -58,11 +59,31 @@ def features_fingerprint(feats: torch.Tensor) -> dict[str, Any]:
     """A small summary of a feature matrix that survives float summation order: the projections
     of its first rows and of its column mean on fixed random directions, and its RMS. The digest
     proves bit-identity on the same machine; this lets `bench features` elsewhere show that the
-    features agree within a tolerance (bench.cli.features.FINGERPRINT_RTOL) when the digest cannot."""
+    features agree within FINGERPRINT_RTOL (`fingerprint_difference`) when the digest cannot."""
     x = feats.detach().cpu().double()
     r = torch.randn(x.shape[1], FINGERPRINT_DIMS, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     return {"shape": list(x.shape), "rms": float(x.pow(2).mean().sqrt()) if x.numel() else 0.0,
             "rows": (x[:FINGERPRINT_ROWS] @ r).tolist(), "mean": (x.mean(0) @ r).tolist() if len(x) else []}
+
+
+# Features re-derived from the same checkpoint differ only by the forward pass's rounding: ~1e-6
+# of their scale between CPU kernels and thread counts, ~1e-3 with TF32/bf16 kernels on a GPU;
+# 1e-2 leaves room above both. A broken re-derivation (another checkpoint, normalization or
+# subset) differs by order 1.
+FINGERPRINT_RTOL = 1e-2
+
+
+def fingerprint_difference(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """Largest difference of two fingerprints' projections, relative to the projections' scale
+    (RMS * sqrt(dim): the std of a row's projection on a standard normal direction); inf when
+    the shapes differ."""
+    if a.get("shape") != b.get("shape"):
+        return math.inf
+    scale = max(float(a.get("rms", 0.0)), 1e-12) * math.sqrt(max(a["shape"][1], 1))
+    rows_a = list(a.get("rows", [])) + [a.get("mean", [])]
+    rows_b = list(b.get("rows", [])) + [b.get("mean", [])]
+    diffs = [abs(x - y) for ra, rb in zip(rows_a, rows_b) for x, y in zip(ra, rb)]
+    return max(diffs, default=0.0) / scale
 
 
 def evaluate_set(encode, es: EvalSet, cfg: EvalConfig, mean, std, device, seed: int,
