@@ -121,6 +121,7 @@ class RunSpec:
 
 
 SCHEMA_VERSION = 1  # of result.json and of the hashed run config: a change invalidates old runs
+SECTIONS = ("train", "aug", "eval", "method_config", "optim")  # a ResolvedRun's config dataclasses
 
 
 @dataclass(frozen=True)
@@ -151,15 +152,13 @@ class ResolvedRun:
         d = {"suite": self.suite, "method": self.method, "seed": self.seed, "aug_mode": self.aug_mode,
              "dataset": self.dataset, "backbone": self.backbone, "image_size": self.image_size,
              "views": list(self.views), "paradigm": self.paradigm,
-             "train": dataclasses.asdict(self.train), "aug": dataclasses.asdict(self.aug),
-             "eval": dataclasses.asdict(self.eval), "method_config": self.section("method_config"),
-             "optim": dataclasses.asdict(self.optim)}
+             **{name: self.section(name) for name in SECTIONS}}
         if self.world_size > 1:  # absent for one process: run ids of single-process runs stay as they were
             d["world_size"] = self.world_size
         return d
 
     def section(self, name: str) -> dict[str, Any]:
-        """One config section (train, aug, eval, method_config, optim) as a plain dict."""
+        """One of SECTIONS as a plain dict."""
         v = getattr(self, name)
         return dataclasses.asdict(v) if dataclasses.is_dataclass(v) else dict(v)
 
