@@ -85,7 +85,7 @@ class EvalConfig:
 @dataclass(frozen=True)
 class OptimConfig:
     """A method's optimizer recipe (a class attribute of every method)."""
-    name: str = "sgd"            # sgd | adam | adamw | lars (lightly's LARS)
+    name: str = "sgd"            # sgd | adam | adamw | lars (bench/engine/lars.py)
     lr: float = 0.06             # base learning rate at `lr_batch_size`
     lr_batch_size: int = 256     # linear scaling rule: lr = base lr * batch_size / lr_batch_size
     weight_decay: float = 5e-4   # not applied to biases and norm parameters
@@ -93,6 +93,8 @@ class OptimConfig:
     beta1: float = 0.9           # adam / adamw
     beta2: float = 0.999         # adam / adamw
     schedule: str = "cosine"     # cosine | constant, after the suite's linear warmup
+    lars_trust_coefficient: float = 0.001  # lars: eta (official VICReg and lightly 0.001; solo-learn 0.02)
+    lars_clip_lr: bool = False   # lars: cap each parameter's lr at the global lr (solo-learn's clip_lr)
 
 
 @dataclass(frozen=True)

@@ -1,20 +1,23 @@
 """AAE with a uniform prior: a deterministic autoencoder whose latent code (squashed to
 [-1, 1] by tanh) is matched to the prior U(-1, 1)^d adversarially: an MLP discriminator tells
 encoder codes from prior samples while the encoder learns to fool it, and the decoder learns
-to reconstruct the image (L2). The uniform prior leaves no "holes" in the latent cube, so
-linear interpolations between codes stay on the data manifold.
+to reconstruct the image. The uniform prior leaves no "holes" in the latent cube, so linear
+interpolations between codes stay on the data manifold.
 
 [0] Makhzani et al., "Adversarial Autoencoders", 2015, https://arxiv.org/abs/1511.05644
 [1] Liu et al., "Data Augmentation via Latent Space Interpolation for Image Classification",
     ICPR 2018 (the uniform-prior AAE; its interpolation-based augmentation mixes codes of
     two *classes* with a soft label, i.e. it is supervised, so it is left out of pretraining).
-Harness fit: ONE harness optimizer updates encoder + decoder; the discriminator has its own
-Adam, stepped inside `training_step` on detached codes first (alternating updates, as in
-[0]); its optimizer state travels with the model's state_dict (`get_extra_state`).
-Encoder/decoder are the AASAE ones (same head width, 128-d code, residual decoder) and the
-optimizer is the autoencoders' Adam recipe. Known difference (docs/protocols.md): the
-reconstruction term here is a per-pixel mean, where VAE and AASAE sum a Gaussian NLL over
-C x H x W, so the three do not yet differ only in the regularizer of the latent space.
+Training alternates the two phases of [0] on every minibatch:
+1. reconstruction phase: the harness's optimizer (the autoencoders' Adam recipe) updates
+   encoder + decoder on -log N(x; x_hat, sigma), summed over C x H x W and averaged over the
+   batch -- the same likelihood as VAE and AASAE, so the three differ only in how they
+   regularize the latent space;
+2. regularization phase (`after_optimizer_step`): the discriminator takes an Adam step on
+   prior samples ("real") against codes of the just-updated encoder ("fake"), then the encoder,
+   as the generator, takes an Adam step of its own to make the updated discriminator call its
+   codes real. Both optimizers' states travel with the model's state_dict (`get_extra_state`).
+Encoder/decoder are the AASAE ones (same head width, 128-d code, residual decoder).
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.backbones import Backbone
-from methods.autoencoder import LatentDecoder, decoder_size
+from methods.autoencoder import LatentDecoder, decoder_size, gaussian_nll
 from methods.base import CLEAN, DataInfo, Method, OptimConfig, register, Logs
 
 
@@ -42,11 +45,11 @@ def generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
 
 
-def _average_across_ranks(module: nn.Module) -> None:
-    """Under torchrun the discriminator steps inside the DDP forward, outside DDP's gradient
-    reducer: average its gradients across ranks by hand so every replica stays identical."""
+def _average_across_ranks(params: list[nn.Parameter]) -> None:
+    """Under torchrun the regularization phase runs outside DDP's forward, so DDP does not
+    reduce its gradients: average them across ranks by hand so every replica stays identical."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        for p in module.parameters():
+        for p in params:
             if p.grad is not None:
                 dist.all_reduce(p.grad)
                 p.grad.div_(dist.get_world_size())
@@ -55,10 +58,11 @@ def _average_across_ranks(module: nn.Module) -> None:
 @dataclass(frozen=True)
 class AAEConfig:
     latent_dim: int = 128          # size of the code (as AASAE)
-    adv_weight: float = 1.0        # weight of the encoder's adversarial loss next to the L2 reconstruction
+    log_scale: float = 0.0         # fixed log-variance of p(x | z), as VAE and AASAE: sigma = exp(log_scale/2) + 1e-6
     disc_hidden: int = 512         # width of the discriminator's two hidden layers
     disc_lr: float = 2e-4          # discriminator Adam learning rate (own optimizer, no schedule)
-    disc_beta1: float = 0.5        # discriminator Adam beta1 (GAN practice); beta2 = 0.999
+    gen_lr: float = 2e-4           # encoder-as-generator Adam learning rate (own optimizer, no schedule)
+    adv_beta1: float = 0.5         # beta1 of both adversarial Adams (GAN practice); beta2 = 0.999
     decoder_width: int = 0         # decoder width h; 0 = auto: feature size if >= 512-d (official), else 1/4
     decoder_blocks: int = 0        # residual blocks per up-stage; 0 = auto: 2 if >= 512-d (decoder18), else 1
     decoder_head_width: int = 0    # channels of the last 3x3 conv; 0 = auto: 64 if >= 512-d (official), else 32
@@ -84,35 +88,46 @@ class AAE(Method):
         d = cfg.disc_hidden
         self.discriminator = nn.Sequential(nn.Linear(cfg.latent_dim, d), nn.LeakyReLU(0.2),
                                            nn.Linear(d, d), nn.LeakyReLU(0.2), nn.Linear(d, 1))
-        self.disc_opt = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.disc_lr,
-                                         betas=(cfg.disc_beta1, 0.999))
+        betas = (cfg.adv_beta1, 0.999)
+        self.disc_opt = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.disc_lr, betas=betas)
+        self.gen_opt = torch.optim.Adam(self.encoder_parameters(), lr=cfg.gen_lr, betas=betas)
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        return [*self.backbone.parameters(), *self.head.parameters()]
 
     def code(self, x: torch.Tensor) -> torch.Tensor:
         """Deterministic latent code in [-1, 1]^d."""
         return self.head(self.backbone(x))
 
     def training_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, Logs]:
+        """Reconstruction phase: -log p(x | z) of the code's decoding (the harness steps it)."""
+        (x,) = views
+        recon = gaussian_nll(self.decoder(self.code(x)), x, self.cfg.log_scale).mean()
+        return recon, {"recon": recon.detach()}
+
+    def after_optimizer_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> Logs:
+        """Regularization phase: a discriminator step, then an encoder (generator) step."""
         (x,) = views
         z = self.code(x)
-        # 1) regularization phase, discriminator: prior samples are "real", codes are "fake"
         prior = torch.rand_like(z) * 2 - 1
         real_logits, fake_logits = self.discriminator(torch.cat([prior, z.detach()])).chunk(2)
         d_loss = discriminator_loss(real_logits, fake_logits)
         self.disc_opt.zero_grad(set_to_none=True)
         d_loss.backward()
-        _average_across_ranks(self.discriminator)
+        _average_across_ranks(list(self.discriminator.parameters()))
         self.disc_opt.step()
-        # 2) reconstruction + the encoder fooling the (just updated, now frozen) discriminator
-        recon = F.mse_loss(self.decoder(z).float(), x.float())
+        # the encoder fools the just-updated discriminator, whose weights this loss leaves alone
         frozen = {k: v.detach() for k, v in self.discriminator.named_parameters()}
         g_loss = generator_loss(torch.func.functional_call(self.discriminator, frozen, (z,)))
-        loss = recon + self.cfg.adv_weight * g_loss
+        self.gen_opt.zero_grad(set_to_none=True)
+        g_loss.backward()
+        _average_across_ranks(self.encoder_parameters())
+        self.gen_opt.step()
         d_acc = 0.5 * ((real_logits > 0).float().mean() + (fake_logits < 0).float().mean())
-        return loss, {"recon": recon.detach(), "adv_g": g_loss.detach(), "adv_d": d_loss.detach(),
-                      "disc_acc": d_acc.detach()}
+        return {"adv_d": d_loss.detach(), "adv_g": g_loss.detach(), "disc_acc": d_acc.detach()}
 
     def optimized_parameters(self) -> list[nn.Parameter]:
-        """Everything but the discriminator, which `disc_opt` updates inside training_step."""
+        """Encoder + decoder (the reconstruction phase); the discriminator has its own optimizer."""
         return [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("discriminator.")]
 
     @torch.no_grad()
@@ -120,10 +135,11 @@ class AAE(Method):
         return self.decoder(self.code(x))
 
     def get_extra_state(self) -> dict[str, Any]:
-        """The discriminator Adam's per-parameter state (step, moments: tensors in dicts, so
-        torch.load(weights_only=True) reads it); its hyper-parameters come from the config."""
-        return {"disc_opt_state": self.disc_opt.state_dict()["state"]}
+        """Both adversarial Adams' per-parameter states (step, moments: tensors in dicts, so
+        torch.load(weights_only=True) reads them); their hyper-parameters come from the config."""
+        return {"disc_opt_state": self.disc_opt.state_dict()["state"],
+                "gen_opt_state": self.gen_opt.state_dict()["state"]}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        current = self.disc_opt.state_dict()
-        self.disc_opt.load_state_dict({"state": state["disc_opt_state"], "param_groups": current["param_groups"]})
+        for opt, key in ((self.disc_opt, "disc_opt_state"), (self.gen_opt, "gen_opt_state")):
+            opt.load_state_dict({"state": state[key], "param_groups": opt.state_dict()["param_groups"]})

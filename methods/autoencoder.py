@@ -1,6 +1,6 @@
 """Pieces shared by the autoencoding methods (VAE, AASAE, AAE) and the CNN masked-input
 reconstruction variant of MAE: the residual upsampling decoder of the official AASAE code
-(Lightning-Universe/paper-AAVAE `src/models/decoder.py`, BatchNorm-free; docs/protocols.md),
+(Lightning-Universe/paper-AAVAE `src/models/decoder.py` at commit 1fc158d; docs/protocols.md),
 the Gaussian log-likelihood with a fixed log-scale, the analytic KL(q || N(0, I)) and the
 masked-patch reconstruction loss of MAE (norm_pix_loss).
 
@@ -59,19 +59,24 @@ def masked_patch_loss(pred: torch.Tensor, patches: torch.Tensor, mask: torch.Ten
 
 
 # ----------------------------------------------------------------------------- decoder
+# Layout and initialisation follow the official decoder at Lightning-Universe/paper-AAVAE
+# commit 1fc158d (`src/models/decoder.py`): BatchNorm-free BasicBlocks whose convs all carry
+# biases, PyTorch's default init, no zero-init of residual branches, and a 1x1-conv skip on the
+# first block of every stage (an older commit, 00a2417, had BatchNorm and bias-free convs).
 def _conv3x3(cin: int, cout: int) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, kernel_size=3, padding=1, bias=False)
+    return nn.Conv2d(cin, cout, kernel_size=3, padding=1)
 
 
 class UpBlock(nn.Module):
-    """BatchNorm-free BasicBlock of the AASAE decoder; optional nearest upsampling to `size`
-    first (applied to both the residual branch and the skip, as the official block does)."""
+    """BatchNorm-free BasicBlock of the AASAE decoder: optional nearest upsampling to `size`
+    first (applied to both the residual branch and the skip, as the official block does);
+    the first block of a stage has a 1x1-conv skip, the others the identity."""
 
-    def __init__(self, cin: int, cout: int, size: int | None = None) -> None:
+    def __init__(self, cin: int, cout: int, size: int | None = None, first: bool = False) -> None:
         super().__init__()
         self.size = size
         self.conv1, self.conv2 = _conv3x3(cin, cout), _conv3x3(cout, cout)
-        self.skip = nn.Conv2d(cin, cout, kernel_size=1, bias=False) if cin != cout else nn.Identity()
+        self.skip = nn.Conv2d(cin, cout, kernel_size=1) if first or cin != cout else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.size is not None:
@@ -94,9 +99,8 @@ class ResidualUpsampler(nn.Module):
     conv1x1 -> width, ReLU; stages of `blocks` UpBlocks with widths width/2, width/4, ...
     (floored at 8), the last stages upsampling ~2x each to exactly `size` (at least 4 stages,
     as decoder18's [2,2,2,2]; at 32px from 4x4 this is the official 4 -> 8 -> 16 -> 32); then
-    conv3x3 -> head_width, ReLU, conv3x3 -> out_channels. No BatchNorm; kaiming init (fan_out)
-    and every residual branch's last conv zero-initialised -- both differ from the official
-    decoder at commit 1fc158d (PyTorch default init, no zero-init; docs/protocols.md).
+    conv3x3 -> head_width, ReLU, conv3x3 -> out_channels. As the official decoder: no
+    BatchNorm, biases everywhere, PyTorch's default init.
     """
 
     def __init__(self, cin: int, width: int, size: int, s0: int, out_channels: int,
@@ -105,23 +109,15 @@ class ResidualUpsampler(nn.Module):
         ups = upsampling_sizes(s0, size)
         n_stages = max(min_stages, len(ups))
         ups = [None] * (n_stages - len(ups)) + ups
-        self.stem = nn.Conv2d(cin, width, kernel_size=1, bias=False)
+        self.stem = nn.Conv2d(cin, width, kernel_size=1)
         layers, c = [], width
         for i, up in enumerate(ups):
             cout = max(8, width // 2 ** (i + 1))
-            layers += [UpBlock(c, cout, up)] + [UpBlock(cout, cout) for _ in range(blocks - 1)]
+            layers += [UpBlock(c, cout, up, first=True)] + [UpBlock(cout, cout) for _ in range(blocks - 1)]
             c = cout
         self.stages = nn.Sequential(*layers)
         self.head = nn.Sequential(_conv3x3(c, head_width), nn.ReLU(inplace=True),
-                                  nn.Conv2d(head_width, out_channels, kernel_size=3, padding=1))
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        # no BatchNorm, so each residual branch starts at zero (Fixup/SkipInit-style; not in the
-        # official decoder): initial outputs stay at the data's scale instead of ~20 std
-        for m in self.modules():
-            if isinstance(m, UpBlock):
-                nn.init.zeros_(m.conv2.weight)
+                                  _conv3x3(head_width, out_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.stages(F.relu(self.stem(x))))

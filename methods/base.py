@@ -68,9 +68,22 @@ class Method(nn.Module):
     def on_step_end(self, step: int, total_steps: int) -> None:
         """Hook after each optimizer step (e.g. BYOL's momentum update)."""
 
+    def after_optimizer_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> Logs:
+        """Updates a method makes with optimizers of its own, after the harness's optimizer step
+        on the same views (the AAE's regularization phase); returns terms to log."""
+        return {}
+
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor | None:
         """Autoencoders return reconstructions of normalized `x` for the report's grid."""
         return None
+
+    def no_weight_decay(self) -> set[int]:
+        """ids of >1-D parameters exempt from weight decay (biases and norms, 1-D, always are):
+        the tokens and position embeddings a timm ViT names in `no_weight_decay()`, as MAE and
+        DeiT train them; CNN backbones name none."""
+        net = self.backbone.net
+        names = net.no_weight_decay() if hasattr(net, "no_weight_decay") else set()
+        return {id(p) for n, p in net.named_parameters() if n in names}
 
     def optimized_parameters(self) -> list[nn.Parameter]:
         """Parameters the harness optimizer updates (a method with its own inner optimizer,

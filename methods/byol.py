@@ -34,7 +34,7 @@ class BYOLConfig:
     pred_hidden_dim: int = 0       # 0 = 2 x the backbone's feature size
     momentum_start: float = 0.99   # target EMA momentum at step 0 ...
     momentum_end: float = 1.0      # ... rising to this by the last step (cosine schedule)
-    forward_views: str = "joint"   # joint: both views in one pass per network (BatchNorm over both); separate: per view
+    forward_views: str = "separate"  # separate: one pass per view and network (BatchNorm per view), as lightly; joint: one pass
 
 
 @register
@@ -61,7 +61,7 @@ class BYOL(Method):
         self.momentum = cfg.momentum_start  # set per step by on_step_start (also right after a resume)
 
     def training_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, Logs]:
-        mode = self.cfg.forward_views  # joint (default): both views in one pass per network
+        mode = self.cfg.forward_views  # separate (default): one pass per view, as lightly
         p0, p1 = forward_views(lambda x: self.prediction(self.projection(self.backbone(x))), views, mode)
         with torch.no_grad():
             z0, z1 = forward_views(lambda x: self.projection_momentum(self.backbone_momentum(x)), views, mode)

@@ -5,8 +5,11 @@ patches only, against per-patch normalized pixels (norm_pix_loss).
 [0] He et al., "Masked Autoencoders Are Scalable Vision Learners", 2021,
     https://arxiv.org/abs/2111.06377
 ViT backbones run true MAE (facebookresearch/mae, lightly's MaskedVisionTransformerTIMM and
-MaskedVisionTransformerDecoderTIMM: random token dropping at ratio 0.75, MAE weight init with
-a fixed 2-D sin-cos position embedding, a transformer decoder over visible + mask tokens).
+MaskedVisionTransformerDecoderTIMM: random token dropping at ratio 0.75, a transformer decoder
+over visible + mask tokens; no weight decay on cls/mask tokens and position embeddings). The
+encoder keeps the shared ViT's timm init and learned position embedding (`vit_init="backbone"`,
+so MAE starts where every other method starts); `vit_init="mae"` is the paper's xavier init
+with a fixed 2-D sin-cos position embedding (docs/protocols.md).
 The paper's decoder is 512-d x 8 blocks; for encoders narrower than ViT-B (768-d) the
 default here is 128-d x 2 blocks (a 192-d ViT-Tiny would otherwise spend most of its compute
 in the decoder). CNN backbones run masked-input reconstruction (SimMIM/SparK-style [1, 2]):
@@ -29,6 +32,7 @@ from lightly.models.modules import MaskedVisionTransformerDecoderTIMM, MaskedVis
 from torch import nn
 
 from bench.backbones import Backbone
+from bench.errors import UserError
 from methods.autoencoder import ResidualUpsampler, decoder_size, masked_patch_loss
 from methods.base import AUGMENTED, DataInfo, Method, OptimConfig, register, Logs
 
@@ -39,11 +43,16 @@ class MAEConfig:
     decoder_dim: int = 0           # ViT decoder width; 0 = 512 (paper) for >= 768-d encoders, else 128
     decoder_depth: int = 0         # ViT decoder blocks; 0 = 8 (paper) for >= 768-d encoders, else 2
     norm_pix_loss: bool = True     # targets = pixels standardized per patch (paper default for features)
+    vit_init: str = "backbone"     # backbone: keep the ViT's timm init (learned pos-embed), as every other
+                                   # method starts from; mae: MAE's xavier init + fixed sin-cos pos-embed
     cnn_mask_ratio: float = 0.6    # CNN variant: fraction of input cells masked (SimMIM/SparK: 0.6)
     cnn_patch: int = 0             # CNN mask cell in px; 0 = smallest divisor of the size >= max(2, size/8)
     cnn_decoder_width: int = 0     # CNN decoder width; 0 = auto (as the autoencoders' decoder, methods/autoencoder.py)
     cnn_decoder_blocks: int = 1    # residual blocks per up-stage of the CNN decoder (light, as SparK's)
     cnn_decoder_head_width: int = 0  # channels of its last 3x3 conv; 0 = auto (as the autoencoders')
+
+
+VIT_INITS = ("backbone", "mae")
 
 
 def _cell_size(size: int, requested: int) -> int:
@@ -70,7 +79,13 @@ class MAE(Method):
         if self.is_vit:
             vit = backbone.net
             self.patch = backbone.patch_size
-            self.encoder = MaskedVisionTransformerTIMM(vit=vit)  # MAE init; shares the backbone's weights
+            if cfg.vit_init not in VIT_INITS:
+                raise UserError(f"mae.vit_init={cfg.vit_init!r}: choose one of {', '.join(VIT_INITS)}")
+            # shares the backbone's weights; "backbone" leaves its init (and learned pos-embed) alone
+            keep = cfg.vit_init == "backbone"
+            self.encoder = MaskedVisionTransformerTIMM(
+                vit=vit, weight_initialization="skip" if keep else "",
+                pos_embed_initialization="skip" if keep else "sincos")
             self.encoder.mask_token.requires_grad_(False)        # the encoder never sees mask tokens
             wide = vit.embed_dim >= 768
             dim, depth = cfg.decoder_dim or (512 if wide else 128), cfg.decoder_depth or (8 if wide else 2)
@@ -89,6 +104,11 @@ class MAE(Method):
             width, blocks, head = decoder_size(cfg.cnn_decoder_width, cfg.cnn_decoder_blocks,
                                                cfg.cnn_decoder_head_width, backbone.num_features)
             self.decoder = ResidualUpsampler(fmap.shape[1], width, data.size, fmap.shape[-1], data.channels, blocks, head)
+
+    def no_weight_decay(self) -> set[int]:
+        """The backbone's tokens and pos-embed, and the decoder's mask token (as MAE)."""
+        extra = {id(self.decoder.mask_token)} if self.is_vit else set()
+        return super().no_weight_decay() | extra
 
     @property
     def variant(self) -> str:

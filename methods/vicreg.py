@@ -37,7 +37,7 @@ class VICRegConfig:
     var_weight: float = 25.0       # mu, variance hinge (std >= 1 per dimension)
     cov_weight: float = 1.0        # nu, off-diagonal covariance penalty
     gather_distributed: bool = True  # variance/covariance over the global batch under DDP
-    forward_views: str = "joint"   # joint: both views in one pass (BatchNorm over both); separate: per view
+    forward_views: str = "separate"  # separate: one pass per view (BatchNorm per view), as lightly; joint: one pass over both
 
 
 @register

@@ -92,10 +92,11 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> 
 
 
 def build_optimizer(model: Method, optim: OptimConfig, lr: float) -> torch.optim.Optimizer:
-    """Weight decay on weights only: biases and norm parameters (ndim <= 1) are exempt."""
-    params = model.optimized_parameters()
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
+    """Weight decay on weights only: biases and norm parameters (ndim <= 1) and what the method
+    names in `no_weight_decay` (a ViT's tokens and position embedding) are exempt."""
+    params, exempt = model.optimized_parameters(), model.no_weight_decay()
+    decay = [p for p in params if p.ndim > 1 and id(p) not in exempt]
+    no_decay = [p for p in params if p.ndim <= 1 or id(p) in exempt]
     groups = [{"params": decay, "weight_decay": optim.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     if optim.name == "sgd":
@@ -105,8 +106,9 @@ def build_optimizer(model: Method, optim: OptimConfig, lr: float) -> torch.optim
     if optim.name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=(optim.beta1, optim.beta2))
     if optim.name == "lars":
-        from lightly.utils.lars import LARS
-        return LARS(groups, lr=lr, momentum=optim.momentum)
+        from bench.engine.lars import LARS
+        return LARS(groups, lr=lr, momentum=optim.momentum, trust_coefficient=optim.lars_trust_coefficient,
+                    clip_lr=optim.lars_clip_lr)
     raise UserError(f"unknown optimizer {optim.name!r}; choose one of: sgd, adam, adamw, lars")
 
 
@@ -257,9 +259,17 @@ def train(method: Method, images: torch.Tensor, labels: torch.Tensor, aug: Augme
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                     views = to_memory_format(make_views(method, xb, aug), channels_last)
                     loss, logs = _step(model, views, yb)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(method.optimized_parameters(), cfg.grad_clip)
+                optimizer.step()
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    logs = {**logs, **method.after_optimizer_step(views, yb)}  # e.g. the AAE's regularization phase
                 current = _Pending.of(loss, logs, world_size, epoch + (i + 1) / steps_per_epoch, lr * factor)
                 # On the GPU the loss of step s is read while step s+1 is queued (one step of lag), so
-                # the host never waits for the device; on the CPU it is read at once.
+                # the host never waits for the device; on the CPU it is read at once. A non-finite
+                # loss stops the run before its checkpoint: the step it poisoned is never saved.
                 ready, pending = (pending, current) if lag else (current, None)
                 if ready is not None:
                     ready_step = step if ready is current else step - 1
@@ -267,11 +277,6 @@ def train(method: Method, images: torch.Tensor, labels: torch.Tensor, aug: Augme
                     if not math.isfinite(loss_value):
                         return _diverged(out, loss_value, ready_step, epoch,
                                          elapsed + time.perf_counter() - t_epoch, views_per_step, device)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip > 0:
-                    nn.utils.clip_grad_norm_(method.optimized_parameters(), cfg.grad_clip)
-                optimizer.step()
                 method.on_step_end(step, total_steps)
                 step += 1
             if pending is not None:  # the epoch's last step, before its checkpoint
