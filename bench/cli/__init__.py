@@ -1,5 +1,5 @@
 """`python -m bench` command line: one module per command (list, run, report, check, features,
-perf), each with `add_arguments(parser)` and `main(args) -> exit code`.
+perf, parity), each with `add_arguments(parser)` and `main(args) -> exit code`.
 
 User mistakes (unknown names, bad values, missing data) print one line `error: ...` and exit
 with code 2; a run whose training failed or diverged makes `run` exit 1 at the end.
@@ -22,6 +22,7 @@ COMMANDS = [
     ("check", "bench.cli.check", "re-run a suite and compare with its published numbers; exit 1 on drift"),
     ("features", "bench.cli.features", "export a run's frozen features and labels to .npz"),
     ("perf", "bench.cli.perf", "measure the harness against the bare bound and a plain lightly loop"),
+    ("parity", "bench.cli.parity", "train a method through the harness and its independent reference loop; compare"),
 ]
 
 

@@ -1,0 +1,75 @@
+"""`python -m bench parity --method M`: train M through the harness and through its independent
+reference loop (bench/parity/reference.py) at the same budget and recipe, evaluate both encoders
+with the same kNN, print both accuracies, their difference and both training times, and store
+the record as OUT/M.json; `--doc docs/parity.md` re-renders the table from every record in OUT.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from bench.cli.common import positive_int
+
+PARITY_METHODS = ("vae", "aasae", "aae", "simclr", "byol", "vicreg", "mae")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", required=True, choices=PARITY_METHODS, help="the method to compare")
+    p.add_argument("--suite", default="fmnist-ci", help="data, backbone, budget and augmentation (default fmnist-ci)")
+    p.add_argument("--seeds", type=positive_int, default=2, help="seeds 0..N-1 (default 2)")
+    p.add_argument("--epochs", type=positive_int, help="training epochs (default: the suite's)")
+    p.add_argument("--backbone", help="another backbone than the suite's (e.g. vit-tiny-p4 for MAE on a ViT)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="SCOPE.KEY=VALUE",
+                   help="recipe override, applied to both sides (e.g. --set train.train_subset=20000)")
+    p.add_argument("--validation", type=int, default=0, metavar="N",
+                   help="score on N held-out TRAIN images instead of the test split (for choosing a recipe default)")
+    p.add_argument("--out", type=Path, default=Path("results/parity"), help="where METHOD.json is written")
+    p.add_argument("--force", action="store_true", help="replace an existing OUT/METHOD.json")
+    p.add_argument("--doc", type=Path, help="re-render the table in this Markdown file from every record in OUT")
+    p.add_argument("--data-dir", help="where datasets are looked for ($BENCH_DATA also works)")
+    p.add_argument("--no-download", action="store_true", help="never try to download datasets")
+    p.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads (default: torch's)")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference loop (default 2)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from bench import config
+    from bench.errors import UserError
+    from bench.parity import compare
+    from bench.suites import SUITES, check_sets
+    from bench.threads import cpu_threads
+
+    suite = SUITES.get(args.suite)
+    if args.backbone:
+        from bench.backbones import BACKBONES
+        BACKBONES.get(args.backbone)  # unknown name: UserError listing the known ones
+        suite = replace(suite, backbone=args.backbone)
+    sets = config.parse_sets(args.sets)
+    if args.epochs:
+        sets.setdefault("train", {})["epochs"] = str(args.epochs)
+    check_sets(suite, sets)
+    target = args.out / f"{args.method}.json"
+    if target.exists() and not args.force:
+        raise UserError(f"{target} already holds a parity record; pass --force to replace it or choose another --out")
+    command = "python -m bench parity " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["parity"] \
+        else f"python -m bench parity --method {args.method} --suite {args.suite} --seeds {args.seeds}"
+    with cpu_threads(args.threads):
+        record = compare.parity(suite, args.method, args.seeds, sets, args.data_dir, not args.no_download,
+                                args.validation, args.workers, command)
+    args.out.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(target)
+    s = compare.summary(record)
+    print(f"{args.method} ({record['variant']}): harness {s['harness']:.2f}  reference {s['reference']:.2f}  "
+          f"difference {s['difference']:+.2f} over {args.seeds} seed(s); train {s['harness_s']:.0f}s / "
+          f"{s['reference_s']:.0f}s; {record['metric']}, scored on {record['scored_on']} -> {target}")
+    if args.doc:
+        compare.write_doc(args.doc, compare.load_records(args.out))
+        print(f"table: {args.doc}")
+    return 0

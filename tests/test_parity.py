@@ -1,0 +1,162 @@
+"""One-step equality: from the same initial weights and the same input views, each method's
+harness training step and its independent reference loop (bench/parity/reference.py) give the
+same loss, the same gradients and, after one optimizer step, the same weights (relative 1e-5).
+All seven methods; MAE on a ViT (true MAE) and on a CNN (masked-input reconstruction)."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from bench.config import RunSpec
+from bench.engine.execute import build_method
+from bench.engine.train import build_optimizer, scaled_lr
+from bench.parity import compare, reference
+from bench.suites import SUITES, resolve
+from methods.base import AUGMENTED, DataInfo
+
+RTOL = 1e-5
+BATCH = 8
+SIZE = 28  # the parity suite's size (Fashion-MNIST)
+CASES = [("vae", "resnet-tiny"), ("aasae", "resnet-tiny"), ("aae", "resnet-tiny"), ("simclr", "resnet-tiny"),
+         ("byol", "resnet-tiny"), ("vicreg", "resnet-tiny"), ("mae", "resnet-tiny"), ("mae", "vit-tiny-p4")]
+
+
+def _pair(method: str, backbone: str):
+    suite = replace(SUITES.get("fmnist-ci"), backbone=backbone)
+    run = resolve(suite, RunSpec(suite.name, method, 0), {})
+    info = DataInfo(1, SIZE, 10, (0.286,), (0.353,))
+    harness = build_method(run, info, torch.device("cpu"))
+    ref = reference.build(compare.recipe_of(run, info, harness))
+    _copy_weights(harness, ref, vit=backbone.startswith("vit"))
+    return run, harness, ref
+
+
+def _vit_name(name: str) -> str | None:
+    """Harness MAE (ViT) state names -> the reference's (lightly's MAE example layout)."""
+    if name.startswith("encoder."):
+        return None  # the harness's masked encoder shares the backbone's tensors
+    for old, new in (("backbone.net.", "backbone.vit."), ("decoder_embed.", "decoder.decoder_embed."),
+                     ("decoder.pos_embed", "decoder.decoder_pos_embed"), ("decoder.blocks.", "decoder.decoder_blocks."),
+                     ("decoder.norm.", "decoder.decoder_norm."), ("decoder_pred.", "decoder.decoder_pred.")):
+        if name.startswith(old):
+            return new + name[len(old):]
+    return name
+
+
+def _copy_weights(harness, ref, vit: bool) -> None:
+    """Load the harness's initial weights into the reference model: by name for the ViT MAE,
+    else in registration order (same architecture = same shapes, in the same order)."""
+    h = {k: v for k, v in harness.state_dict().items() if torch.is_tensor(v)}
+    r = {k: v for k, v in ref.state_dict().items() if torch.is_tensor(v) and k != "log_scale"}
+    if vit:
+        pairs = [(k, _vit_name(k)) for k in h if _vit_name(k) is not None]
+        pairs.append(("encoder.mask_token", "backbone.mask_token"))
+    else:
+        assert len(h) == len(r), f"{len(h)} harness tensors vs {len(r)} reference tensors"
+        pairs = list(zip(h, r))
+    target = {}
+    for hk, rk in pairs:
+        assert h[hk].shape == r[rk].shape, f"{hk} {tuple(h[hk].shape)} vs {rk} {tuple(r[rk].shape)}"
+        target[rk] = h[hk]
+    missing = set(r) - set(target)
+    assert not missing, f"reference tensors with no harness counterpart: {sorted(missing)}"
+    ref.load_state_dict(target, strict=False)
+
+
+def _params(module) -> list[torch.nn.Parameter]:
+    """Trainable parameters, each once, in registration order."""
+    seen, out = set(), []
+    for p in module.parameters():
+        if p.requires_grad and id(p) not in seen:
+            seen.add(id(p))
+            out.append(p)
+    return out
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, what: str, floor: float = 0.0) -> None:
+    """|a - b| <= RTOL |b| (norms over the tensor); `floor` stands in for |b| when that is smaller:
+    a bias right before a BatchNorm has a true gradient of 0, so its computed one is rounding noise."""
+    err = (a.double() - b.double()).norm().item()
+    scale = max(b.double().norm().item(), floor)
+    assert err <= RTOL * scale + 1e-12, f"{what}: |difference| {err:.3g} vs |reference| {scale:.3g}"
+
+
+def _views(harness) -> list[torch.Tensor]:
+    torch.manual_seed(7)
+    clean = torch.randn(BATCH, 1, SIZE, SIZE)
+    return [torch.randn(BATCH, 1, SIZE, SIZE) if k == AUGMENTED else clean for k in harness.views]
+
+
+def _param_pairs(harness, ref, vit: bool) -> list[tuple[str, torch.nn.Parameter, torch.nn.Parameter]]:
+    """(harness name, harness parameter, reference parameter) for every trainable parameter."""
+    h = [(n, p) for n, p in harness.named_parameters() if p.requires_grad]
+    r = [(n, p) for n, p in ref.named_parameters() if p.requires_grad]
+    if vit:
+        by_name = dict(r)
+        pairs = [(n, p, by_name[_vit_name(n)]) for n, p in h if _vit_name(n) is not None]
+        unused = {id(ref.backbone.mask_token)}  # lightly's encoder mask token: trainable, never used
+        assert {id(p) for _, p in r} - {id(rp) for _, _, rp in pairs} == unused
+        return pairs
+    assert [p.shape for _, p in h] == [p.shape for _, p in r]
+    return [(n, hp, rp) for (n, hp), (_, rp) in zip(h, r)]
+
+
+@pytest.mark.parametrize("method,backbone", CASES, ids=[f"{m}-{b}" for m, b in CASES])
+def test_one_step_equals_the_reference_loop(method, backbone):
+    run, harness, ref = _pair(method, backbone)
+    harness.train(), ref.train()
+    views = _views(harness)
+    labels = torch.zeros(BATCH, dtype=torch.long)
+    pairs = _param_pairs(harness, ref, vit=backbone.startswith("vit"))
+
+    lr = scaled_lr(run.optim, run.train.batch_size)
+    h_opt = build_optimizer(harness, run.optim, lr)
+    r_opt = reference.main_optimizer(ref, compare.recipe_of(run, harness.data, harness), lr)
+
+    harness.on_step_start(0, 100)
+    torch.manual_seed(0)
+    h_loss, _ = harness.training_step(views, labels)
+    torch.manual_seed(0)
+    r_loss = ref.loss(views, 0, 100)
+    _close(h_loss.detach(), r_loss.detach(), "loss")
+    h_loss.backward()
+    r_loss.backward()
+    # a parameter whose true gradient is 0 (a bias right before a BatchNorm) has rounding noise
+    # for a gradient: it is held to 1e-5 of 1% of the step's largest gradient instead
+    floor = 1e-2 * max(rp.grad.norm().item() for _, _, rp in pairs if rp.grad is not None)
+    noise = set()
+    for name, hp, rp in pairs:
+        assert (hp.grad is None) == (rp.grad is None), f"{name}: gradient present on one side only"
+        if hp.grad is not None:
+            _close(hp.grad, rp.grad, f"gradient of {name}", floor)
+            if rp.grad.norm().item() < floor:
+                noise.add(name)
+
+    # one optimizer step: the same weight-decay groups, optimizer and lr give the same weights
+    # (except where the gradient is noise: Adam turns any gradient into a full-lr step)
+    h_opt.step()
+    r_opt.step()
+    torch.manual_seed(1)
+    h_logs = harness.after_optimizer_step(views, labels)
+    torch.manual_seed(1)
+    r_logs = ref.regularize(views) if hasattr(ref, "regularize") else {}
+    if method == "aae":  # the regularization phase: a discriminator step, then the encoder's
+        _close(torch.as_tensor(h_logs["adv_d"]), torch.tensor(r_logs["d_loss"]), "discriminator loss")
+        _close(torch.as_tensor(h_logs["adv_g"]), torch.tensor(r_logs["g_loss"]), "generator loss")
+        for i, (hp, rp) in enumerate(zip(harness.discriminator.parameters(), ref.discriminator.parameters())):
+            _close(hp.detach(), rp.detach(), f"discriminator weights {i} after its step")
+    for name, hp, rp in pairs:
+        if name not in noise:
+            _close(hp.detach(), rp.detach(), f"weights of {name} after one step")
+
+
+def test_the_reference_loops_use_nothing_of_the_harness_but_data_and_evaluation():
+    import ast
+    import inspect
+    tree = ast.parse(inspect.getsource(reference))
+    imported = {n.module if isinstance(n, ast.ImportFrom) else a.name
+                for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+                for a in (n.names if isinstance(n, ast.Import) else [n])}
+    assert not {m for m in imported if m and (m.startswith("bench") or m.startswith("methods"))}
