@@ -26,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="recipe override, applied to both sides (e.g. --set train.train_subset=20000)")
     p.add_argument("--validation", type=int, default=0, metavar="N",
                    help="score on N held-out TRAIN images instead of the test split (for choosing a recipe default)")
+    p.add_argument("--harness-only", action="store_true",
+                   help="train and score the harness side only (e.g. to compare recipe settings the reference lacks)")
     p.add_argument("--out", type=Path, default=Path("results/parity"), help="where METHOD.json is written")
     p.add_argument("--force", action="store_true", help="replace an existing OUT/METHOD.json")
     p.add_argument("--doc", type=Path, help="re-render the table in this Markdown file from every record in OUT")
@@ -60,7 +62,7 @@ def main(args: argparse.Namespace) -> int:
         else f"python -m bench parity --method {args.method} --suite {args.suite} --seeds {args.seeds}"
     with cpu_threads(args.threads):
         record = compare.parity(suite, args.method, args.seeds, sets, args.data_dir, not args.no_download,
-                                args.validation, args.workers, command)
+                                args.validation, args.workers, command, args.harness_only)
     args.out.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")

@@ -94,11 +94,15 @@ def recipe_of(run: Any, info: Any, method: Method) -> reference.Recipe:
 
 
 def one_seed(suite: Suite, method: str, seed: int, sets: dict, data: SuiteData, q: Query,
-             device: torch.device, workers: int) -> dict[str, Any]:
-    """Harness and reference for one seed: both kNN accuracies and both training times."""
+             device: torch.device, workers: int, harness_only: bool = False) -> dict[str, Any]:
+    """Harness and reference for one seed: both kNN accuracies and both training times, and the
+    kNN of the untrained encoder (what "the method learns" is measured against)."""
     run = suites.resolve(suite, RunSpec(suite.name, method, seed), sets)
     harness = build_method(run, data.info, device)
     recipe = recipe_of(run, data.info, harness)
+    harness.eval()
+    init_acc = knn(harness.encode, data, q, run.eval.knn_k, run.eval.knn_t, device)
+    harness.train()
     aug = build_augment(run, data.info, device)
     with tempfile.TemporaryDirectory(prefix="parity-") as tmp:
         ctx = TrainContext(run_dir=Path(tmp), device=device, seed=seed, spec_hash=run.spec_hash)
@@ -110,6 +114,10 @@ def one_seed(suite: Suite, method: str, seed: int, sets: dict, data: SuiteData, 
     harness.eval()
     h_acc = knn(harness.encode, data, q, run.eval.knn_k, run.eval.knn_t, device)
 
+    row = {"seed": seed, "init_knn": init_acc, "harness_knn": h_acc, "harness_train_s": harness_s,
+           "variant": harness.variant, "steps": outcome.step}
+    if harness_only:
+        return {**row, "reference_knn": float("nan"), "difference": float("nan"), "reference_train_s": float("nan")}
     bar = tqdm(total=outcome.step, desc=f"reference {method} s{seed}", unit="step", leave=False, file=sys.stderr)
     def progress(step: int, total: int, loss: float) -> None:
         bar.update(1)
@@ -117,30 +125,31 @@ def one_seed(suite: Suite, method: str, seed: int, sets: dict, data: SuiteData, 
     encoder, reference_s = reference.train(recipe, data.pretrain.images, data.pretrain.labels, workers, progress)
     bar.close()
     r_acc = knn(encoder, data, q, run.eval.knn_k, run.eval.knn_t, device)
-    return {"seed": seed, "harness_knn": h_acc, "reference_knn": r_acc, "difference": h_acc - r_acc,
-            "harness_train_s": harness_s, "reference_train_s": reference_s, "variant": harness.variant,
-            "steps": outcome.step}
+    return {**row, "reference_knn": r_acc, "difference": h_acc - r_acc, "reference_train_s": reference_s}
 
 
 def parity(suite: Suite, method: str, seeds: int, sets: dict, data_dir: str | None, download: bool,
-           validation: int, workers: int, command: str) -> dict[str, Any]:
+           validation: int, workers: int, command: str, harness_only: bool = False) -> dict[str, Any]:
     """Every seed of one method; the record `bench parity` stores and tabulates."""
     device = torch.device("cpu")
+    # --set train.* / aug.* / eval.* change the suite itself, so the data subsets follow them too
+    suite = dataclasses.replace(suite, **{scope: suites.resolve_scope(suite, scope, sets.pop(scope))
+                                          for scope in ("train", "aug", "eval") if scope in sets})
     data = SuiteData(suite, data_dir, download, device)
     q = queries(suite, data, data_dir, download, validation)
     run0 = suites.resolve(suite, RunSpec(suite.name, method, 0), sets)
     rows = []
     for seed in range(seeds):
-        rows.append(one_seed(suite, method, seed, sets, data, q, device, workers))
+        rows.append(one_seed(suite, method, seed, sets, data, q, device, workers, harness_only))
         r = rows[-1]
-        print(f"  {method} seed {seed}: harness {r['harness_knn']:.2f}  reference {r['reference_knn']:.2f}  "
-              f"difference {r['difference']:+.2f}  (train {r['harness_train_s']:.0f}s / {r['reference_train_s']:.0f}s)",
-              file=sys.stderr, flush=True)
+        print(f"  {method} seed {seed}: init {r['init_knn']:.2f}  harness {r['harness_knn']:.2f}  reference "
+              f"{r['reference_knn']:.2f}  difference {r['difference']:+.2f}  (train {r['harness_train_s']:.0f}s / "
+              f"{r['reference_train_s']:.0f}s)", file=sys.stderr, flush=True)
     from bench.results.store import environment
     return {"method": method, "variant": rows[0]["variant"], "suite": suite.name, "backbone": suite.backbone,
             "dataset": suite.dataset, "images": len(data.pretrain), "epochs": run0.train.epochs,
             "batch_size": run0.train.batch_size, "steps": rows[0]["steps"], "scored_on": q.name,
-            "metric": f"kNN k={run0.eval.knn_k} T={run0.eval.knn_t}, bank: {len(data.main.train)} un-augmented "
+            "harness_only": harness_only, "metric": f"kNN k={run0.eval.knn_k} T={run0.eval.knn_t}, bank: {len(data.main.train)} un-augmented "
                       f"train images", "sets": sets, "seeds": rows, "command": command,
             "device": device_name(device), "environment": environment()}
 
@@ -152,20 +161,21 @@ def summary(record: dict[str, Any]) -> dict[str, float]:
         return statistics.fmean(r[k] for r in rows)
     def sd(k: str) -> float:
         return statistics.stdev(r[k] for r in rows) if len(rows) > 1 else 0.0
-    return {"harness": mean("harness_knn"), "harness_sd": sd("harness_knn"), "reference": mean("reference_knn"),
+    return {"init": mean("init_knn"), "harness": mean("harness_knn"), "harness_sd": sd("harness_knn"),
+            "reference": mean("reference_knn"),
             "reference_sd": sd("reference_knn"), "difference": mean("difference"),
             "harness_s": mean("harness_train_s"), "reference_s": mean("reference_train_s")}
 
 
 def table(records: list[dict[str, Any]]) -> str:
     """The parity table in Markdown, one row per stored record."""
-    lines = ["| method | variant | budget | scored on | harness kNN | reference kNN | difference | seeds | "
-             "train s (harness / reference) | command |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| method | variant | budget | scored on | untrained kNN | harness kNN | reference kNN | difference | "
+             "seeds | train s (harness / reference) | command |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for rec in records:
         s = summary(rec)
         budget = (f"{rec['dataset']} {rec['images']} images, `{rec['backbone']}`, {rec['epochs']} epochs "
                   f"x batch {rec['batch_size']} ({rec['steps']} steps)")
-        lines.append(f"| {rec['method']} | {rec['variant']} | {budget} | {rec['scored_on']} | "
+        lines.append(f"| {rec['method']} | {rec['variant']} | {budget} | {rec['scored_on']} | {s['init']:.2f} | "
                      f"{s['harness']:.2f} ± {s['harness_sd']:.2f} | {s['reference']:.2f} ± {s['reference_sd']:.2f} | "
                      f"{s['difference']:+.2f} | {len(rec['seeds'])} | {s['harness_s']:.0f} / {s['reference_s']:.0f} | "
                      f"`{rec['command']}` |")
