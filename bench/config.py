@@ -77,6 +77,8 @@ class EvalConfig:
     transfer_train_subset: int = 0
     transfer_test_subset: int = 0
     feature_batch: int = 1024
+    curve_every: int = 1           # epochs between learning-curve points (kNN top-1; 0 = off)
+    curve_test_subset: int = 1000  # learning-curve queries: fixed class-balanced test subset (0 = all)
 
     def probe_l2_grid(self) -> tuple[float, ...]:
         return probe.l2_grid(self.probe_grid_min, self.probe_grid_max, self.probe_grid_points)

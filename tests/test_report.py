@@ -35,6 +35,9 @@ METHODS = {
     "supervised": ("baseline", "supervised", ["augmented"], (95.0, 96.0)),
     XSS: ("contrastive", XSS + " variant", ["augmented"], (10.0, 12.0)),
 }
+UNTRAINED = ("pixels", "random-init")
+CURVE_PROTOCOL = ("kNN k=200 T=0.1, bank: 5000 un-augmented train images, queries: all 1000 test images, "
+                  "every 50 epoch(s)")
 AUG = "RandomResizedCrop(scale=0.08-1), HFlip(p=0.5), ColorJitter(0.4,0.4,0.4,0.1, p=0.8), Grayscale(p=0.2)"
 
 
@@ -90,6 +93,9 @@ def make_result(method: str, seed: int, status: str = "ok", reason: str | None =
                         "protocol": {"features": "test split", "views": "2048 test images x 2"}}
     r["transfer_skipped"] = {}
     r["feature_digests"] = {}
+    if method not in UNTRAINED:  # a learning-curve point every 50 epochs, epoch 0 included
+        r["curve"] = [{"epoch": e, "knn_top1": k * e / epochs} for e in range(0, epochs + 1, 50)]
+        r["curve_protocol"] = CURVE_PROTOCOL
     r["timings"] = {"train_s": 100.0 + 10 * seed, "views_per_s": 2000.0 + seed, "peak_memory_mb": 900.0 + seed,
                     "peak_memory_kind": "cuda max allocated", "eval_s": 5.0, "total_s": 110.0,
                     "device": "NVIDIA H100 80GB HBM3"}
@@ -178,7 +184,7 @@ def test_grouped_by_paradigm_with_baselines_beside(page):
 def test_every_section_is_present(page):
     _, html = page
     for sid in ("leaderboard", "rankings", "failed", "cost", "protocols", "methods", "diagnostics", "environment",
-                "training", "reconstructions", "accuracy"):
+                "training", "learning-curves", "reconstructions", "accuracy"):
         assert f"id='{sid}'" in html, sid
     # one column per evaluation, transfer included, with readable names
     for name in ("kNN k=200 T=0.1", "kNN k=20 T=0.07", "linear", "linear 1% labels", "linear 10% labels",
@@ -214,7 +220,11 @@ def test_cost_per_method(page):
 def test_figures_embedded_and_recon_grids(page):
     _, html = page
     imgs = re.findall(r"<img [^>]*src='data:image/png;base64,([A-Za-z0-9+/=]+)'", html)
-    assert len(imgs) >= 7  # accuracy, transfer, accuracy vs time, loss, diagnostics, 2 recon grids
+    assert len(imgs) >= 8  # accuracy, transfer, accuracy vs time, loss, learning curves, diagnostics, 2 recon grids
+    curves = html[html.index("id='learning-curves'"):].split("</section>")[0]
+    img = r"<img class='fig' alt='learning curves' src='data:image/png;base64,[A-Za-z0-9+/=]{100,}'>"
+    assert re.search(img, curves)
+    assert "Protocol: " + report.esc(CURVE_PROTOCOL) in curves
     recon = html[html.index("id='reconstructions'"):]
     assert "data-method='vae'" in recon and "data-method='mae'" in recon and "data-method='simclr'" not in recon
     assert "figure failed" not in html
@@ -307,23 +317,51 @@ def test_missing_results_dir_is_a_user_error(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error:")
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian chromium at /usr/bin/chromium")
-def test_renders_in_headless_chromium_without_errors(page, tmp_path):
-    path, _ = page
+def _chromium_dom(path: Path, profile: Path) -> tuple[str, str]:
+    """The page as headless Chromium leaves it after its scripts ran: (DOM, stderr)."""
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
+           f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
            "--virtual-time-budget=3000", "--dump-dom", path.resolve().as_uri()]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
-    dom = proc.stdout
     assert proc.returncode == 0, proc.stderr[-2000:]
+    shutil.rmtree(profile, ignore_errors=True)
+    return proc.stdout, proc.stderr
+
+
+def _page_errors(dom: str) -> str:
+    errors = re.search(r'<div id="page-errors"[^>]*>(.*?)</div>', dom, re.S)
+    assert errors is not None
+    return errors.group(1).strip()
+
+
+CHROMIUM_ONLY = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian chromium at /usr/bin/chromium")
+
+
+@CHROMIUM_ONLY
+def test_renders_in_headless_chromium_without_errors(page, tmp_path):
+    path, _ = page
+    dom, stderr = _chromium_dom(path, tmp_path / "profile")
     assert 'id="leaderboard"' in dom
     board = dom[dom.index('id="leaderboard"'):].split("</table>")[0]
     rows = [html.unescape(r) for r in re.findall(r'<tr[^>]*data-method="([^"]*)"', board)]
     assert sorted(rows) == sorted(METHODS)
     assert 'data-ready="1"' in dom                        # the page's script ran to the end
-    errors = re.search(r'<div id="page-errors"[^>]*>(.*?)</div>', dom, re.S)
-    assert errors is not None and errors.group(1).strip() == "", errors.group(1)
-    assert "Uncaught" not in proc.stderr
+    # the learning-curve figure is in the rendered page (an image that fails to decode is a page error)
+    curves = dom[dom.index('id="learning-curves"'):].split("</section>")[0]
+    assert re.search(r'<img class="fig" alt="learning curves" src="data:image/png;base64,', curves)
+    assert _page_errors(dom) == ""
+    assert "Uncaught" not in stderr
     assert XSS not in dom and "&lt;script&gt;alert(1)&lt;/script&gt;" in dom
-    shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+
+
+@CHROMIUM_ONLY
+def test_chromium_reports_a_figure_that_does_not_decode(page, tmp_path):
+    """The check above is real: a learning-curve PNG Chromium cannot decode is a page error."""
+    _, text = page
+    broken = re.sub(r"(alt='learning curves' src='data:image/png;base64,)[A-Za-z0-9+/=]+", r"\1AAAA", text)
+    assert broken != text
+    path = tmp_path / "broken.html"
+    path.write_text(broken, encoding="utf-8")
+    dom, _ = _chromium_dom(path, tmp_path / "profile")
+    assert "image failed to load: learning curves" in _page_errors(dom)

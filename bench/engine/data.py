@@ -21,8 +21,9 @@ class SuiteData:
         test = ds.resize(ds.load(suite.dataset, "test", data_dir, download), size)
         self.channels = full.channels
         # fixed class-balanced subsets (seed 0): every method and seed sees the same images
-        self.pretrain = _subset(full, suite.train.train_subset)
-        self.main = EvalSet(suite.dataset, _subset(full, suite.eval.train_subset), _subset(test, suite.eval.test_subset))
+        self.pretrain = fixed_subset(full, suite.train.train_subset)
+        self.main = EvalSet(suite.dataset, fixed_subset(full, suite.eval.train_subset),
+                            fixed_subset(test, suite.eval.test_subset))
         self.info = DataInfo(full.channels, size, full.num_classes, full.mean, full.std)
         self.images = _place(self.pretrain.images, device)
         self.labels = self.pretrain.labels.to(self.images.device)
@@ -34,12 +35,13 @@ class SuiteData:
             except UserError as e:  # a missing target is skipped with its reason, never a crash
                 self.transfer[name] = f"skipped: {e}"
                 continue
-            prep = lambda d, n: _subset(ds.to_channels(ds.resize(d, size), self.channels), n)
+            prep = lambda d, n: fixed_subset(ds.to_channels(ds.resize(d, size), self.channels), n)
             self.transfer[name] = EvalSet(name, prep(tr, suite.eval.transfer_train_subset),
                                           prep(te, suite.eval.transfer_test_subset))
 
 
-def _subset(data: ds.ImageData, n: int) -> ds.ImageData:
+def fixed_subset(data: ds.ImageData, n: int) -> ds.ImageData:
+    """A fixed class-balanced subset of about `n` images (seed 0); all of `data` for 0 or n >= its size."""
     if not n or n >= len(data):
         return data
     per_class = max(1, n // data.num_classes)

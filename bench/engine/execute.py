@@ -3,11 +3,12 @@ return its result record (status ok | diverged | failed). A run that raises is r
 failed with its reason, so one bad method never takes the suite down."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -15,10 +16,10 @@ import methods
 from bench.backbones import BACKBONES
 from bench.config import ResolvedRun, SCHEMA_VERSION
 from bench.engine.augment import Augment, normalize
-from bench.engine.data import SuiteData
+from bench.engine.data import SuiteData, fixed_subset
 from bench.engine.train import CHECKPOINT, TrainContext, TrainFailed, TrainOutcome, save_checkpoint, train
 from bench.errors import UserError
-from bench.eval.evaluate import evaluate
+from bench.eval.evaluate import EvalSet, evaluate, knn_accuracy
 from methods.base import DataInfo, Method
 
 
@@ -92,10 +93,12 @@ def _execute(run: ResolvedRun, run_dir: Path, data: SuiteData, device: torch.dev
     result["augmentation"] = run.aug.describe()
     outcome = TrainOutcome()
     if methods.get(run.method).trains:
+        on_epoch_end, result["curve_protocol"] = learning_curve(run, data, aug, device)
         ctx = TrainContext(run_dir=run_dir, device=device, seed=run.seed, spec_hash=run.spec_hash,
                            world_size=world_size, rank=rank,
-                           wrap=ddp_wrapper(run.train, device) if world_size > 1 else None)
+                           wrap=ddp_wrapper(run.train, device) if world_size > 1 else None, on_epoch_end=on_epoch_end)
         outcome = train(method, data.images, data.labels, aug, run.train, run.optim, ctx)
+        result["curve"] = outcome.curve
     elif rank == 0:
         save_checkpoint(run_dir / CHECKPOINT, {"spec_hash": run.spec_hash, "epoch": 0, "step": 0, "train_s": 0.0,
                                                "model": method.state_dict()})
@@ -112,6 +115,45 @@ def _execute(run: ResolvedRun, run_dir: Path, data: SuiteData, device: torch.dev
                          "eval_s": time.perf_counter() - t1, "total_s": time.perf_counter() - t0,
                          "device": device_name(device)}
     return result
+
+
+CurvePoint = Callable[[int, Method], dict]
+
+
+def learning_curve(run: ResolvedRun, data: SuiteData, aug: Augment,
+                   device: torch.device) -> tuple[CurvePoint | None, str | None]:
+    """The run's learning-curve callback (TrainContext.on_epoch_end) and its protocol, or
+    (None, None) when eval.curve_every is 0. A point is kNN top-1 at the suite's k and T, with the
+    final evaluation's bank (the un-augmented eval train set) and a fixed test subset as queries,
+    after every curve_every epochs, at the last epoch and at the initialisation (epoch 0)."""
+    cfg, last = run.eval, run.train.epochs
+    if cfg.curve_every < 1:
+        return None, None
+    queries = fixed_subset(data.main.test, cfg.curve_test_subset)
+    es = EvalSet(data.main.name, data.main.train, queries)
+
+    def point(epochs_done: int, method: Method) -> dict:
+        if epochs_done % cfg.curve_every and epochs_done != last:
+            return {}
+        with _eval_mode(method):
+            return {"epoch": epochs_done, "knn_top1": knn_accuracy(method.encode, es, cfg, aug.mean, aug.std, device)}
+
+    which = (f"{len(queries)} class-balanced test images (fixed, seed 0)" if len(queries) < len(data.main.test)
+             else f"all {len(queries)} test images")
+    protocol = (f"kNN k={cfg.knn_k} T={cfg.knn_t:g}, bank: {len(es.train)} un-augmented train images, "
+                f"queries: {which}, every {cfg.curve_every} epoch(s), the last and epoch 0 (initialisation)")
+    return point, protocol
+
+
+@contextlib.contextmanager
+def _eval_mode(method: Method) -> Iterator[None]:
+    """Eval mode for a measurement, then the mode the model was in (BatchNorm statistics untouched)."""
+    was_training = method.training
+    method.eval()
+    try:
+        yield
+    finally:
+        method.train(was_training)
 
 
 @torch.no_grad()

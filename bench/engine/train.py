@@ -6,6 +6,10 @@ peak memory.
 Determinism: the model is initialised from the run seed; every epoch reseeds the data order
 and the augmentation RNG from (seed, epoch), so a run resumed from an epoch checkpoint
 replays exactly what the uninterrupted run would have done (bit-exact on CPU).
+
+Learning curves: `TrainContext.on_epoch_end` (when set) is asked for a point before training
+and after every epoch, outside the timed part of the epoch; the points travel in the
+checkpoint, so a resumed run still returns all of them.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import os
 import resource
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -47,6 +51,7 @@ class TrainOutcome:
     lr: float = 0.0                    # peak learning rate after batch-size scaling
     steps_per_epoch: int = 0
     global_batch_size: int = 0
+    curve: list[dict] = field(default_factory=list)  # learning-curve points from TrainContext.on_epoch_end
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,9 @@ class TrainContext:
     world_size: int = 1                # torchrun processes; each takes a slice of every global batch
     rank: int = 0
     wrap: Callable[[Method], nn.Module] | None = None  # DDP wrapper under torchrun
+    # learning-curve point after `epochs done` epochs (0 = the initialisation), main rank only; {} = no
+    # point. It must leave the model in train mode and the global RNG untouched, so training is the same
+    on_epoch_end: Callable[[int, Method], dict] | None = None
 
     @property
     def is_main(self) -> bool:
@@ -208,6 +216,7 @@ def train(method: Method, images: torch.Tensor, labels: torch.Tensor, aug: Augme
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, step, elapsed = state["epoch"], state["step"], state["train_s"]
         out.resumed_from_epoch = start_epoch
+        out.curve.extend(state.get("curve", []))
     log_rows = _read_log(log_path, max_step=step) if is_main else []
 
     use_amp = cfg.amp and device.type == "cuda"
@@ -241,6 +250,8 @@ def train(method: Method, images: torch.Tensor, labels: torch.Tensor, aug: Augme
         if world_size > 1:  # each rank: its slice of the global batch's augmentation draws
             from bench.engine.distributed import global_batch_augmentation
             scope.enter_context(global_batch_augmentation(aug, world_size, rank))
+        if out.resumed_from_epoch is None:
+            _curve_point(ctx, 0, method, out)
         for epoch in range(start_epoch, cfg.epochs):
             torch.manual_seed(epoch_seed(seed, epoch))  # augmentation draws
             gen = torch.Generator().manual_seed(epoch_seed(seed, epoch))
@@ -287,11 +298,12 @@ def train(method: Method, images: torch.Tensor, labels: torch.Tensor, aug: Augme
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             elapsed += time.perf_counter() - t_epoch  # wall time of the epoch's steps, device included
+            _curve_point(ctx, epoch + 1, method, out)  # after `elapsed`: its time is not training time
             if is_main:
                 log_file.flush()
                 save_checkpoint(ckpt_path, {"spec_hash": spec_hash, "epoch": epoch + 1, "step": step,
                                             "train_s": elapsed, "model": method.state_dict(),
-                                            "optimizer": optimizer.state_dict()})
+                                            "optimizer": optimizer.state_dict(), "curve": out.curve})
                 if bar.disable:
                     print(f"  {run_dir.name} epoch {epoch + 1}/{cfg.epochs} loss {loss_value:.4f} "
                           f"({time.perf_counter() - t_epoch:.1f}s)", file=sys.stderr, flush=True)
@@ -306,6 +318,15 @@ def train(method: Method, images: torch.Tensor, labels: torch.Tensor, aug: Augme
         bar.close()
         if log_file is not None:
             log_file.close()
+
+
+def _curve_point(ctx: TrainContext, epochs_done: int, method: Method, out: TrainOutcome) -> None:
+    """Record the learning-curve point `ctx.on_epoch_end` gives after `epochs_done` epochs, if any."""
+    if ctx.on_epoch_end is None or not ctx.is_main:
+        return
+    point = ctx.on_epoch_end(epochs_done, method)
+    if point:
+        out.curve.append(point)
 
 
 def _step(model: nn.Module, views: list[torch.Tensor], labels: torch.Tensor):

@@ -120,6 +120,15 @@ def evaluate_set(encode, es: EvalSet, cfg: EvalConfig, mean, std, device, seed: 
     return metrics, protocols, {"digests": digests, "fingerprints": prints, "test_features": fte}
 
 
+def knn_accuracy(encode, es: EvalSet, cfg: EvalConfig, mean, std, device: torch.device) -> float:
+    """kNN top-1 at the suite's k and T of `encode` on `es` (bank: its un-augmented train split),
+    measured as the final `knn_top1` is: the learning-curve point."""
+    ftr = extract_features(encode, es.train.images, mean, std, device, cfg.feature_batch)
+    fte = extract_features(encode, es.test.images, mean, std, device, cfg.feature_batch)
+    return knn_top1(ftr, es.train.labels.to(device), fte, es.test.labels.to(device), es.train.num_classes,
+                    k=cfg.knn_k, temperature=cfg.knn_t)
+
+
 MIN_PER_CLASS = 2  # the probe's held-out split needs one label per class on each side
 
 

@@ -8,7 +8,8 @@ directory, or a parent of several shard directories) and writes, next to the HTM
   seeds, n, best non-baseline value per column in bold, rows grouped by paradigm with the
   baselines beside them), a ranking per evaluation, failed/diverged runs with their reason,
   cost, the protocol of every column, the suite setup (backbone, augmentation, views, variant),
-  figures (accuracy, accuracy vs training time, loss curves, diagnostics, reconstructions) and
+  figures (accuracy, accuracy vs training time, loss curves, learning curves, diagnostics,
+  reconstructions) and
   the environment;
 - `leaderboard.md` / `leaderboard.csv`: the same tables as Markdown / numbers;
 - `runs.csv`: one row per run (failed ones included, with their reason).
@@ -46,7 +47,9 @@ def write_report(out_dir: Path, dest: Path | None = None) -> Path:
     dest = Path(dest) if dest else out_dir / "leaderboard.html"
     dest.parent.mkdir(parents=True, exist_ok=True)
     folder = dest.parent
-    _write(folder / "runs.csv", rep.df.drop(columns=["directory", "setting"], errors="ignore").to_csv(index=False))
+    # the learning curves stay in result.json: a list per cell is no CSV value
+    runs = rep.df.drop(columns=["directory", "setting", "curve"], errors="ignore")
+    _write(folder / "runs.csv", runs.to_csv(index=False))
     _write(folder / "leaderboard.csv", board_csv(rep).to_csv(index=False))
     _write(folder / "leaderboard.md", render_markdown(rep))
     _write(dest, render_html(rep))

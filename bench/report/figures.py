@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 DPI = 100
 _THEME_SET = False
@@ -140,6 +141,43 @@ def loss_curves(df: pd.DataFrame, order: Sequence[str]) -> bytes | None:
     g.set_titles("{col_name}")
     g.set_axis_labels("step", "training loss")
     return to_png(g.figure)
+
+
+def curve_points(df: pd.DataFrame) -> pd.DataFrame:
+    """The learning-curve points of the ok runs in long form: label, seed, epoch, knn_top1."""
+    parts = []
+    for _, r in _ok(df).iterrows():
+        curve = r.get("curve")
+        if not isinstance(curve, list) or not curve:
+            continue
+        parts.append(pd.DataFrame({"epoch": [p.get("epoch") for p in curve],
+                                   "knn_top1": [p.get("knn_top1") for p in curve],
+                                   "label": plot_label(r["label"], 30), "seed": r["seed"]}))
+    if not parts:
+        return pd.DataFrame(columns=["epoch", "knn_top1", "label", "seed"])
+    long = pd.concat(parts, ignore_index=True)
+    for c in ("epoch", "knn_top1"):
+        long[c] = pd.to_numeric(long[c], errors="coerce")
+    return long.dropna(subset=["epoch", "knn_top1"])
+
+
+def learning_curves(df: pd.DataFrame, order: Sequence[str]) -> bytes | None:
+    """kNN top-1 against epoch, one line per leaderboard row: the mean over its ok seeds, the band
+    ± std (epoch 0 is the initialisation). Untrained baselines have no curve."""
+    _theme()
+    long = curve_points(df)
+    if long.empty:
+        return None
+    labels = [plot_label(o, 30) for o in order if plot_label(o, 30) in set(long["label"])]
+    labels += [lab for lab in dict.fromkeys(long["label"]) if lab not in labels]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    sns.lineplot(data=long, x="epoch", y="knn_top1", hue="label", hue_order=labels, errorbar="sd",
+                 marker="o" if long["epoch"].nunique() <= 30 else None, markersize=4, ax=ax)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="epoch (0 = initialisation)  —  lines: mean over seeds, bands: ± std",
+           ylabel="kNN top-1 (%)")
+    ax.legend(title="method", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    return to_png(fig)
 
 
 def diagnostics(df: pd.DataFrame, order: Sequence[str], paradigm_of: dict[str, str]) -> bytes | None:

@@ -41,7 +41,8 @@ DIAG = ("effective_rank", "alignment", "uniformity", "invariance", "feature_std"
 def runs_frame(results: list[RunRecord]) -> pd.DataFrame:
     """One row per run (failed ones included): identity, status, metrics, cost, diagnostics.
     `directory` holds the Path each record was read from (plots read its train_log.csv and
-    recon.png); `setting` is the JSON of the config without the seed (what a row groups by)."""
+    recon.png), `curve` its learning-curve points (a list of dicts); `setting` is the JSON of the
+    config without the seed (what a row groups by)."""
     rows = []
     for r in results:
         cfg = r.config
@@ -65,6 +66,7 @@ def runs_frame(results: list[RunRecord]) -> pd.DataFrame:
         for k in DIAG:
             if k in diag:
                 row[k] = diag[k] if k == "collapsed" else _num(diag[k])
+        row["curve"] = r.curve
         row["git_commit"] = r.git_commit
         row["directory"] = r.directory
         rows.append(row)

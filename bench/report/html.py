@@ -26,7 +26,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from .frame import (BASELINE, PARADIGMS, RECON_PARADIGMS, Report, common_fields, cost_frame, fmt, fmt_g, fmt_num,
-                    pretty, protocol_rows, short, variant_suffix)
+                    pretty, protocol_rows, short, summarize, variant_suffix)
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -106,6 +106,7 @@ def _figures(rep: Report) -> dict[str, Figure | None]:
     transfer = [c for c in rep.cols if c.startswith("transfer_")]
     out["transfer"] = _figure("transfer accuracy per method", figures.accuracy_bars, rep.df, transfer, rep.names,
                               order) if transfer else None
+    out["curves"] = _figure("learning curves", figures.learning_curves, rep.df, order)
     return out
 
 
@@ -190,6 +191,12 @@ def cost_rows(rep: Report) -> list[dict[str, Any]]:
                      "memory_kind": r["peak_memory_kind"] or None, "eval": fmt_num(r["eval_s"]),
                      "total": fmt_num(r["total_s"]), "epochs": r["epochs"], "device": r["device"]})
     return rows
+
+
+def curve_protocol(rep: Report) -> str | None:
+    """How the learning-curve points were measured, as the runs with a curve stored it."""
+    protocols = [r.curve_protocol for r in rep.results if r.ok and r.curve and r.curve_protocol]
+    return summarize(protocols) if protocols else None
 
 
 def diagnostics_protocol(rep: Report) -> str | None:
@@ -309,7 +316,8 @@ def render_html(rep: Report) -> str:
         "skipped": skipped_evaluations(rep), "cost": cost_rows(rep),
         # the chosen L2 of each method on its own line
         "protocols": [{**p, "l2": p["l2"].split("\n")} for p in protocol_rows(rep)],
-        "diagnostics_protocol": diagnostics_protocol(rep), "suites": setup_suites(rep), "methods": setup_methods(rep),
+        "diagnostics_protocol": diagnostics_protocol(rep), "curve_protocol": curve_protocol(rep),
+        "suites": setup_suites(rep), "methods": setup_methods(rep),
         "diagnostics": diagnostics_rows(rep), "reconstructions": reconstructions(rep),
         "environment": environment_rows(rep), "figures": _figures(rep),
         "css": _asset("leaderboard.css", "</style"), "script": _asset("leaderboard.js", "</script"),

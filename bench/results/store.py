@@ -31,9 +31,9 @@ STATUSES = ("ok", "failed", "diverged")
 @dataclass
 class RunRecord:
     """What result.json holds for one run. `status` ok: trained and evaluated (metrics, protocols,
-    diagnostics, feature digests, timings); diverged: training hit a non-finite loss; failed:
-    training or evaluation raised (`reason`, `traceback`). Every field is present in every record,
-    so readers need no defaults of their own."""
+    diagnostics, feature digests, timings, learning curve); diverged: training hit a non-finite
+    loss; failed: training or evaluation raised (`reason`, `traceback`). Every field is present
+    in every record, so readers need no defaults of their own."""
     run_id: str
     spec_hash: str
     spec: dict[str, Any]               # the RunSpec: suite, method, seed, aug_mode
@@ -50,6 +50,8 @@ class RunRecord:
     feature_digests: dict[str, str] = field(default_factory=dict)
     feature_fingerprints: dict[str, dict[str, Any]] = field(default_factory=dict)
     timings: dict[str, Any] = field(default_factory=dict)
+    curve: list[dict[str, Any]] = field(default_factory=list)    # learning curve: {"epoch", "knn_top1"} points
+    curve_protocol: str | None = None  # how the curve points were measured (None: no curve, e.g. baselines)
     traceback: str | None = None
     python: str | None = None
     packages: dict[str, str | None] = field(default_factory=dict)
@@ -111,7 +113,7 @@ class RunRecord:
         return cls(**{k: (_empty(k) if v is None and k not in _NULLABLE else v) for k, v in kept.items()})
 
 
-_NULLABLE = {"reason", "traceback", "python", "git_commit"}
+_NULLABLE = {"reason", "traceback", "python", "git_commit", "curve_protocol"}
 
 
 def _empty(name: str) -> Any:
