@@ -316,3 +316,34 @@ def test_unknown_view_forward_is_a_user_error():
     from methods.base import forward_views
     with pytest.raises(UserError, match="forward_views='both'"):
         forward_views(lambda x: x, [torch.zeros(1)], "both")
+
+
+# ----------------------------------------------------------------------------- LARS
+@pytest.mark.parametrize("clip_lr", [False, True])
+def test_lars_takes_lightlys_steps_and_solo_learns_when_clipped(clip_lr):
+    """Without clipping the harness's LARS is lightly's; with it, the reference loop's
+    solo-learn-style ClippedLARS (bench/parity/reference.py) takes the same steps."""
+    from lightly.utils.lars import LARS as LightlyLARS
+
+    from bench.engine.lars import LARS
+    from bench.parity.reference import ClippedLARS
+    torch.manual_seed(0)
+    w0, b0 = torch.randn(16, 8), torch.randn(16)
+    # the tiny middle gradient makes the trust ratio exceed 1 / lr, where clipping engages
+    grads = [(torch.randn(16, 8) * scale, torch.randn(16) * scale) for scale in (1.0, 1e-3, 1.0)]
+
+    def run(make):
+        w, b = torch.nn.Parameter(w0.clone()), torch.nn.Parameter(b0.clone())
+        opt = make([{"params": [w], "weight_decay": 1e-4}, {"params": [b], "weight_decay": 0.0}])
+        for gw, gb in grads:
+            w.grad, b.grad = gw.clone(), gb.clone()
+            opt.step()
+        return w.detach(), b.detach()
+
+    ours = run(lambda g: LARS(g, lr=0.3, momentum=0.9, trust_coefficient=0.02, clip_lr=clip_lr))
+    if clip_lr:
+        other = run(lambda g: ClippedLARS(g, lr=0.3, momentum=0.9, eta=0.02))
+    else:
+        other = run(lambda g: LightlyLARS(g, lr=0.3, momentum=0.9, trust_coefficient=0.02))
+    for a, b in zip(ours, other):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)

@@ -126,11 +126,40 @@ def make_optimizer(optim: Any, groups: list[dict], lr: float) -> torch.optim.Opt
         return torch.optim.Adam(groups, lr=lr, betas=(optim.beta1, optim.beta2))
     if optim.name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=(optim.beta1, optim.beta2))
+    if optim.name == "lars" and optim.lars_clip_lr:
+        return ClippedLARS(groups, lr=lr, momentum=optim.momentum, eta=optim.lars_trust_coefficient)
     if optim.name == "lars":
-        if optim.lars_clip_lr:
-            raise ValueError("the reference loop uses lightly's LARS, which has no lr clipping")
         return LARS(groups, lr=lr, momentum=optim.momentum, trust_coefficient=optim.lars_trust_coefficient)
     raise ValueError(f"unknown optimizer {optim.name!r}")
+
+
+class ClippedLARS(torch.optim.SGD):
+    """LARS as solo-learn's CIFAR recipes run it (`solo/utils/lars.py`: eta, `clip_lr`,
+    `exclude_bias_n_norm`): SGD whose gradient, for every parameter with weight decay, is first
+    weight-decayed and then scaled by min(eta ||w|| / (||g|| + wd ||w||) / lr, 1)."""
+
+    def __init__(self, params: Any, lr: float, momentum: float, eta: float, eps: float = 1e-8) -> None:
+        super().__init__(params, lr=lr, momentum=momentum)
+        self.eta, self.eps = eta, eps
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        for group in self.param_groups:
+            wd = group["weight_decay"]
+            group["weight_decay"] = 0.0  # applied here, before the scaling, not by SGD after it
+            group["_wd"] = wd
+            for p in group["params"]:
+                if p.grad is None or wd == 0:
+                    continue
+                p_norm, g_norm = torch.norm(p), torch.norm(p.grad)
+                if p_norm != 0 and g_norm != 0:
+                    lars_lr = self.eta * p_norm / (g_norm + p_norm * wd + self.eps)
+                    lars_lr = torch.clamp(lars_lr / group["lr"], max=1.0)
+                    p.grad.add_(p, alpha=wd).mul_(lars_lr)
+        loss = super().step(closure)
+        for group in self.param_groups:
+            group["weight_decay"] = group.pop("_wd")
+        return loss
 
 
 # ----------------------------------------------------------------------------- SimCLR
