@@ -97,6 +97,8 @@ class OptimConfig:
     schedule: str = "cosine"     # cosine | constant, after the suite's linear warmup
     lars_trust_coefficient: float = 0.001  # lars: eta (official VICReg and lightly 0.001; solo-learn 0.02)
     lars_clip_lr: bool = False   # lars: cap each parameter's lr at the global lr (solo-learn's clip_lr)
+    token_weight_decay: bool = False  # decay a ViT's cls token / pos-embed and MAE's mask token too
+                                 # (False: exempt, timm's no_weight_decay; True: facebookresearch/mae main_pretrain)
 
 
 @dataclass(frozen=True)

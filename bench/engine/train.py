@@ -101,8 +101,10 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, schedule: str) -> 
 
 def build_optimizer(model: Method, optim: OptimConfig, lr: float) -> torch.optim.Optimizer:
     """Weight decay on weights only: biases and norm parameters (ndim <= 1) and what the method
-    names in `no_weight_decay` (a ViT's tokens and position embedding) are exempt."""
-    params, exempt = model.optimized_parameters(), model.no_weight_decay()
+    names in `no_weight_decay` (a ViT's tokens and position embedding; unless
+    `optim.token_weight_decay`) are exempt."""
+    params = model.optimized_parameters()
+    exempt = set() if optim.token_weight_decay else model.no_weight_decay()
     decay = [p for p in params if p.ndim > 1 and id(p) not in exempt]
     no_decay = [p for p in params if p.ndim <= 1 or id(p) in exempt]
     groups = [{"params": decay, "weight_decay": optim.weight_decay},

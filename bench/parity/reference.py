@@ -532,7 +532,7 @@ def main_optimizer(model: nn.Module, recipe: Recipe, lr: float) -> torch.optim.O
     if isinstance(model, AAE):  # the reconstruction phase's optimizer: encoder + decoder
         groups = decay_groups([model.encoder, model.decoder], recipe.optim.weight_decay)
     else:  # the whole model; the frozen BYOL target and fixed tensors drop out (requires_grad False)
-        extra = model.no_weight_decay() if isinstance(model, MAE) else ()
+        extra = model.no_weight_decay() if isinstance(model, MAE) and not recipe.optim.token_weight_decay else ()
         groups = decay_groups([model], recipe.optim.weight_decay, extra)
     return make_optimizer(recipe.optim, groups, lr)
 
