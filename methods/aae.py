@@ -109,7 +109,7 @@ class AAE(Method):
         """Regularization phase: a discriminator step, then an encoder (generator) step."""
         (x,) = views
         z = self.code(x)
-        prior = torch.rand_like(z) * 2 - 1
+        prior = torch.rand(z.shape, device=z.device) * 2 - 1  # float32 draws, whatever z's dtype
         real_logits, fake_logits = self.discriminator(torch.cat([prior, z.detach()])).chunk(2)
         d_loss = discriminator_loss(real_logits, fake_logits)
         self.disc_opt.zero_grad(set_to_none=True)

@@ -94,6 +94,9 @@ class MAE(Method):
                 num_patches=vit.patch_embed.num_patches, embed_dim=dim, depth=depth, num_heads=max(1, dim // 32),
                 num_prefix_tokens=vit.num_prefix_tokens)
             self.decoder_pred = nn.Linear(dim, self.patch ** 2 * data.channels)
+            for layer in (self.decoder_embed, self.decoder_pred):  # MAE's init of its decoder linears
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
         else:
             self.patch = _cell_size(data.size, cfg.cnn_patch)
             self.mask_token = nn.Parameter(torch.zeros(1, data.channels, 1, 1))  # learned "mask colour"
@@ -106,8 +109,9 @@ class MAE(Method):
             self.decoder = ResidualUpsampler(fmap.shape[1], width, data.size, fmap.shape[-1], data.channels, blocks, head)
 
     def no_weight_decay(self) -> set[int]:
-        """The backbone's tokens and pos-embed, and the decoder's mask token (as MAE)."""
-        extra = {id(self.decoder.mask_token)} if self.is_vit else set()
+        """The backbone's tokens and pos-embed, and the mask token (decoder's on a ViT, as MAE;
+        the input mask colour on a CNN, as SimMIM)."""
+        extra = {id(self.decoder.mask_token) if self.is_vit else id(self.mask_token)}
         return super().no_weight_decay() | extra
 
     @property

@@ -103,6 +103,28 @@ def _param_pairs(harness, ref, vit: bool) -> list[tuple[str, torch.nn.Parameter,
     return [(n, hp, rp) for (n, hp), (_, rp) in zip(h, r)]
 
 
+def _group_of(opt: torch.optim.Optimizer, p: torch.nn.Parameter) -> dict | None:
+    return next((g for g in opt.param_groups if any(q is p for q in g["params"])), None)
+
+
+def _same_hyperparameters(h_opt, r_opt, pairs) -> None:
+    """Per parameter pair: the same optimizer type of step, lr, weight decay, momentum / betas
+    and LARS trust coefficient (catches a wrong group even where one step could not)."""
+    for name, hp, rp in pairs:
+        hg, rg = _group_of(h_opt, hp), _group_of(r_opt, rp)
+        assert (hg is None) == (rg is None), f"{name}: optimized on one side only"
+        if hg is None:  # the AAE discriminator: its own optimizer on both sides
+            continue
+        assert hg["lr"] == pytest.approx(rg["lr"]), name
+        assert hg["weight_decay"] == rg["weight_decay"], f"{name}: weight decay {hg['weight_decay']} vs {rg['weight_decay']}"
+        for key in ("momentum", "betas"):
+            if key in hg or key in rg:
+                assert hg.get(key) == rg.get(key), f"{name}: {key}"
+        if "trust_coefficient" in hg:
+            assert hg["trust_coefficient"] == rg.get("trust_coefficient", getattr(r_opt, "eta", None)), name
+            assert hg["clip_lr"] == (type(r_opt).__name__ == "ClippedLARS"), name
+
+
 @pytest.mark.parametrize("method,backbone", CASES, ids=[f"{m}-{b}" for m, b in CASES])
 def test_one_step_equals_the_reference_loop(method, backbone):
     run, harness, ref = _pair(method, backbone)
@@ -110,46 +132,51 @@ def test_one_step_equals_the_reference_loop(method, backbone):
     views = _views(harness)
     labels = torch.zeros(BATCH, dtype=torch.long)
     pairs = _param_pairs(harness, ref, vit=backbone.startswith("vit"))
-
+    recipe = compare.recipe_of(run, harness.data, harness)
     lr = scaled_lr(run.optim, run.train.batch_size)
+    assert reference.peak_lr(recipe) == pytest.approx(lr)  # the two sides' own scaling rules agree
     h_opt = build_optimizer(harness, run.optim, lr)
-    r_opt = reference.main_optimizer(ref, compare.recipe_of(run, harness.data, harness), lr)
+    r_opt = reference.main_optimizer(ref, recipe, reference.peak_lr(recipe))
+    _same_hyperparameters(h_opt, r_opt, pairs)
 
-    harness.on_step_start(0, 100)
-    torch.manual_seed(0)
-    h_loss, _ = harness.training_step(views, labels)
-    torch.manual_seed(0)
-    r_loss = ref.loss(views, 0, 100)
-    _close(h_loss.detach(), r_loss.detach(), "loss")
-    h_loss.backward()
-    r_loss.backward()
-    # a parameter whose true gradient is 0 (a bias right before a BatchNorm) has rounding noise
-    # for a gradient: it is held to 1e-5 of 1% of the step's largest gradient instead
-    floor = 1e-2 * max(rp.grad.norm().item() for _, _, rp in pairs if rp.grad is not None)
-    noise = set()
-    for name, hp, rp in pairs:
-        assert (hp.grad is None) == (rp.grad is None), f"{name}: gradient present on one side only"
-        if hp.grad is not None:
-            _close(hp.grad, rp.grad, f"gradient of {name}", floor)
-            if rp.grad.norm().item() < floor:
-                noise.add(name)
-
-    # one optimizer step: the same weight-decay groups, optimizer and lr give the same weights
-    # (except where the gradient is noise: Adam turns any gradient into a full-lr step)
-    h_opt.step()
-    r_opt.step()
-    torch.manual_seed(1)
-    h_logs = harness.after_optimizer_step(views, labels)
-    torch.manual_seed(1)
-    r_logs = ref.regularize(views) if hasattr(ref, "regularize") else {}
-    if method == "aae":  # the regularization phase: a discriminator step, then the encoder's
-        _close(torch.as_tensor(h_logs["adv_d"]), torch.tensor(r_logs["d_loss"]), "discriminator loss")
-        _close(torch.as_tensor(h_logs["adv_g"]), torch.tensor(r_logs["g_loss"]), "generator loss")
-        for i, (hp, rp) in enumerate(zip(harness.discriminator.parameters(), ref.discriminator.parameters())):
-            _close(hp.detach(), rp.detach(), f"discriminator weights {i} after its step")
-    for name, hp, rp in pairs:
-        if name not in noise:
-            _close(hp.detach(), rp.detach(), f"weights of {name} after one step")
+    noise: set[str] = set()
+    for step in range(2):  # two steps, so momentum buffers and Adam's betas matter too
+        harness.on_step_start(step, 100)
+        h_opt.zero_grad(), r_opt.zero_grad()
+        torch.manual_seed(step)
+        h_loss, _ = harness.training_step(views, labels)
+        torch.manual_seed(step)
+        r_loss = ref.loss(views, step, 100)
+        _close(h_loss.detach(), r_loss.detach(), f"loss at step {step}")
+        h_loss.backward()
+        r_loss.backward()
+        # a parameter whose true gradient is 0 (a bias right before a BatchNorm) has rounding noise
+        # for a gradient: it is held to 1e-5 of 1% of the step's largest gradient, and its weights
+        # are not compared (Adam turns any gradient, noise too, into a full-lr step)
+        largest = max(rp.grad.norm().item() for _, _, rp in pairs if rp.grad is not None)
+        for name, hp, rp in pairs:
+            if name.startswith("discriminator."):  # not in the reconstruction phase: compared by its weights below
+                continue
+            assert (hp.grad is None) == (rp.grad is None), f"{name}: gradient present on one side only"
+            if hp.grad is not None:
+                _close(hp.grad, rp.grad, f"gradient of {name} at step {step}", 1e-2 * largest)
+                if rp.grad.norm().item() < 1e-4 * largest:
+                    noise.add(name)
+        h_opt.step()
+        r_opt.step()
+        torch.manual_seed(100 + step)
+        h_logs = harness.after_optimizer_step(views, labels)
+        torch.manual_seed(100 + step)
+        r_logs = ref.regularize(views) if hasattr(ref, "regularize") else {}
+        harness.on_step_end(step, 100)
+        if method == "aae":  # the regularization phase: a discriminator step, then the encoder's
+            _close(torch.as_tensor(h_logs["adv_d"]), torch.tensor(r_logs["d_loss"]), "discriminator loss")
+            _close(torch.as_tensor(h_logs["adv_g"]), torch.tensor(r_logs["g_loss"]), "generator loss")
+            for i, (hp, rp) in enumerate(zip(harness.discriminator.parameters(), ref.discriminator.parameters())):
+                _close(hp.detach(), rp.detach(), f"discriminator weights {i} after step {step}")
+        for name, hp, rp in pairs:
+            if name not in noise:
+                _close(hp.detach(), rp.detach(), f"weights of {name} after step {step}")
 
 
 def test_the_reference_loops_use_nothing_of_the_harness_but_data_and_evaluation():

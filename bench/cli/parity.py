@@ -28,8 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="score on N held-out TRAIN images instead of the test split (for choosing a recipe default)")
     p.add_argument("--harness-only", action="store_true",
                    help="train and score the harness side only (e.g. to compare recipe settings the reference lacks)")
-    p.add_argument("--out", type=Path, default=Path("results/parity"), help="where METHOD.json is written")
-    p.add_argument("--force", action="store_true", help="replace an existing OUT/METHOD.json")
+    p.add_argument("--out", type=Path, default=Path("results/parity"),
+                   help="where METHOD-BACKBONE.json is written (default results/parity)")
+    p.add_argument("--force", action="store_true", help="replace an existing record of the same method and backbone")
     p.add_argument("--doc", type=Path, help="re-render the table in this Markdown file from every record in OUT")
     p.add_argument("--data-dir", help="where datasets are looked for ($BENCH_DATA also works)")
     p.add_argument("--no-download", action="store_true", help="never try to download datasets")
@@ -55,7 +56,12 @@ def main(args: argparse.Namespace) -> int:
     if args.epochs:
         sets.setdefault("train", {})["epochs"] = str(args.epochs)
     check_sets(suite, sets)
-    target = args.out / f"{args.method}.json"
+    if args.validation and args.validation < 10 or args.validation < 0:
+        raise UserError(f"--validation {args.validation}: give at least one image per class (>= 10), or 0 for the test split")
+    if args.workers < 0:
+        raise UserError(f"--workers {args.workers}: must be >= 0")
+    name = f"{args.method}-{suite.backbone}" + ("-harness-only" if args.harness_only else "")
+    target = args.out / f"{name}.json"
     if target.exists() and not args.force:
         raise UserError(f"{target} already holds a parity record; pass --force to replace it or choose another --out")
     command = "python -m bench parity " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["parity"] \

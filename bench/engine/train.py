@@ -233,19 +233,21 @@ def train(method: Method, images: torch.Tensor, labels: torch.Tensor, aug: Augme
     lag = device.type == "cuda"
 
     def read(p: _Pending, step_index: int) -> float:
-        """Read step `step_index` (0-based) and log it on the main rank; returns its loss.
+        """Read step `step_index` (0-based) and log it on the main rank; returns its loss, or the
+        first non-finite logged term (the AAE's adversarial losses are stepped, too).
         views/s is measured between consecutive reads: the loop's steady rate on any device."""
         nonlocal t_mark, writer
         values = p.read()
         now = time.perf_counter()
-        if is_main and math.isfinite(values["loss"]):
+        bad = next((v for v in values.values() if not math.isfinite(v)), None)
+        if is_main and bad is None:
             row = {"step": step_index + 1, "epoch": p.epoch, "lr": p.lr, **values,
                    "views_per_s": views_per_step / max(now - t_mark, 1e-9)}
             writer = _write_row(log_file, writer, row)
             bar.update(1)
             bar.set_postfix(loss=f"{values['loss']:.4f}", refresh=False)
         t_mark = now
-        return values["loss"]
+        return values["loss"] if bad is None else bad
 
     scope = contextlib.ExitStack()
     try:
@@ -277,8 +279,8 @@ def train(method: Method, images: torch.Tensor, labels: torch.Tensor, aug: Augme
                 if cfg.grad_clip > 0:
                     nn.utils.clip_grad_norm_(method.optimized_parameters(), cfg.grad_clip)
                 optimizer.step()
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    logs = {**logs, **method.after_optimizer_step(views, yb)}  # e.g. the AAE's regularization phase
+                # outside autocast: the hook runs its own backward passes and optimizer steps
+                logs = {**logs, **method.after_optimizer_step(views, yb)}  # e.g. the AAE's regularization phase
                 current = _Pending.of(loss, logs, world_size, epoch + (i + 1) / steps_per_epoch, lr * factor)
                 # On the GPU the loss of step s is read while step s+1 is queued (one step of lag), so
                 # the host never waits for the device; on the CPU it is read at once. A non-finite

@@ -8,6 +8,7 @@ by the bank), which is what a recipe default may be chosen on.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import statistics
@@ -90,7 +91,7 @@ def recipe_of(run: Any, info: Any, method: Method) -> reference.Recipe:
         method=run.method, backbone=run.backbone, in_chans=info.channels, size=info.size, mean=info.mean,
         std=info.std, method_config=run.method_config, optim=run.optim, aug=run.aug, epochs=run.train.epochs,
         batch_size=run.train.batch_size, warmup_epochs=run.train.warmup_epochs, decoder=decoder_numbers(method),
-        seed=run.seed)
+        seed=run.seed, grad_clip=run.train.grad_clip)
 
 
 def one_seed(suite: Suite, method: str, seed: int, sets: dict, data: SuiteData, q: Query,
@@ -100,6 +101,10 @@ def one_seed(suite: Suite, method: str, seed: int, sets: dict, data: SuiteData, 
     run = suites.resolve(suite, RunSpec(suite.name, method, seed), sets)
     harness = build_method(run, data.info, device)
     recipe = recipe_of(run, data.info, harness)
+    try:
+        reference.check(recipe)
+    except ValueError as e:
+        raise UserError(f"parity: {e}") from None
     harness.eval()
     init_acc = knn(harness.encode, data, q, run.eval.knn_k, run.eval.knn_t, device)
     harness.train()
@@ -122,8 +127,12 @@ def one_seed(suite: Suite, method: str, seed: int, sets: dict, data: SuiteData, 
     def progress(step: int, total: int, loss: float) -> None:
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-    encoder, reference_s = reference.train(recipe, data.pretrain.images, data.pretrain.labels, workers, progress)
-    bar.close()
+    try:
+        encoder, reference_s = reference.train(recipe, data.pretrain.images, data.pretrain.labels, workers, progress)
+    except FloatingPointError as e:
+        raise UserError(f"parity: the reference loop diverged: {e}") from None
+    finally:
+        bar.close()
     r_acc = knn(encoder, data, q, run.eval.knn_k, run.eval.knn_t, device)
     return {**row, "reference_knn": r_acc, "difference": h_acc - r_acc, "reference_train_s": reference_s}
 
@@ -132,6 +141,7 @@ def parity(suite: Suite, method: str, seeds: int, sets: dict, data_dir: str | No
            validation: int, workers: int, command: str, harness_only: bool = False) -> dict[str, Any]:
     """Every seed of one method; the record `bench parity` stores and tabulates."""
     device = torch.device("cpu")
+    given, sets = sets, copy.deepcopy(sets)  # the record stores every override as given
     # --set train.* / aug.* / eval.* change the suite itself, so the data subsets follow them too
     suite = dataclasses.replace(suite, **{scope: suites.resolve_scope(suite, scope, sets.pop(scope))
                                           for scope in ("train", "aug", "eval") if scope in sets})
@@ -150,7 +160,7 @@ def parity(suite: Suite, method: str, seeds: int, sets: dict, data_dir: str | No
             "dataset": suite.dataset, "images": len(data.pretrain), "epochs": run0.train.epochs,
             "batch_size": run0.train.batch_size, "steps": rows[0]["steps"], "scored_on": q.name,
             "harness_only": harness_only, "metric": f"kNN k={run0.eval.knn_k} T={run0.eval.knn_t}, bank: {len(data.main.train)} un-augmented "
-                      f"train images", "sets": sets, "seeds": rows, "command": command,
+                      f"train images", "sets": given, "seeds": rows, "command": command,
             "device": device_name(device), "environment": environment()}
 
 
@@ -172,6 +182,8 @@ def table(records: list[dict[str, Any]]) -> str:
     lines = ["| method | variant | budget | scored on | untrained kNN | harness kNN | reference kNN | difference | "
              "seeds | train s (harness / reference) | command |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for rec in records:
+        if rec.get("harness_only"):
+            continue
         s = summary(rec)
         budget = (f"{rec['dataset']} {rec['images']} images, `{rec['backbone']}`, {rec['epochs']} epochs "
                   f"x batch {rec['batch_size']} ({rec['steps']} steps)")

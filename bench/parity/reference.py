@@ -48,6 +48,9 @@ with warnings.catch_warnings():  # lightly 1.6 marks its MAE decoder deprecated;
 
 
 # ----------------------------------------------------------------------------- backbones
+REFERENCE_BACKBONES = ("resnet-tiny", "resnet-tiny-s1", "resnet18-cifar", "vit-tiny-p4")
+
+
 def make_backbone(name: str, in_chans: int, size: int) -> nn.Module:
     """The suite's backbone, built from timm directly (same architecture as the registry's)."""
     if name in ("resnet-tiny", "resnet-tiny-s1"):
@@ -264,10 +267,6 @@ class MAE(nn.Module):
         self.decoder = MAEDecoderTIMM(num_patches=vit.patch_embed.num_patches, patch_size=self.patch_size,
                                       in_chans=in_chans, embed_dim=vit.embed_dim, decoder_embed_dim=decoder_dim,
                                       decoder_depth=depth, decoder_num_heads=max(1, decoder_dim // 32))
-
-    def no_weight_decay(self) -> tuple[nn.Parameter, ...]:
-        vit = self.backbone.vit
-        return tuple(p for n, p in vit.named_parameters() if n in vit.no_weight_decay()) + (self.decoder.mask_token,)
 
     def loss(self, views: list[torch.Tensor], step: int, total: int) -> torch.Tensor:
         (images,) = views
@@ -494,6 +493,20 @@ class Recipe:
     warmup_epochs: int
     decoder: dict          # autoencoders / CNN MAE: decoder sizes (the recipe's auto sizes, resolved)
     seed: int
+    grad_clip: float = 0.0
+
+
+def check(recipe: Recipe) -> None:
+    """ValueError for what the reference loops do not implement (before anything trains)."""
+    if recipe.backbone not in REFERENCE_BACKBONES:
+        raise ValueError(f"the reference loops build {', '.join(REFERENCE_BACKBONES)} only, not {recipe.backbone!r}")
+    if recipe.aug.solarize_p or recipe.aug.blur_p:
+        raise ValueError("the reference loops implement crop, flip, jitter and grayscale only (set aug.solarize_p=0 "
+                         "and aug.blur_p=0)")
+    if recipe.grad_clip:
+        raise ValueError("the reference loops do not clip gradients (train.grad_clip must be 0)")
+    if recipe.decoder and "cell" not in recipe.decoder and math.ceil(recipe.size / 8) < 4:
+        raise ValueError(f"the reference decoder needs images of at least 25 px, not {recipe.size}")
 
 
 def build(recipe: Recipe) -> nn.Module:
@@ -528,11 +541,29 @@ def encoder_of(model: nn.Module) -> nn.Module:
     return model.encoder if isinstance(model, StochasticAE) else model.backbone
 
 
+def peak_lr(recipe: Recipe) -> float:
+    """The linear scaling rule: base lr x batch / the batch the base lr is quoted at."""
+    return recipe.optim.lr * recipe.batch_size / recipe.optim.lr_batch_size
+
+
+def exempt_tokens(model: nn.Module) -> tuple[nn.Parameter, ...]:
+    """A timm ViT's tokens and position embedding (timm's no_weight_decay), and mask tokens."""
+    out: tuple[nn.Parameter, ...] = ()
+    for m in model.modules():
+        if isinstance(m, timm.models.VisionTransformer):
+            out += tuple(p for n, p in m.named_parameters() if n in m.no_weight_decay())
+    if isinstance(model, MAE):
+        out += (model.decoder.mask_token,)
+    if isinstance(model, MaskedInputCNN):
+        out += (model.mask_token,)
+    return out
+
+
 def main_optimizer(model: nn.Module, recipe: Recipe, lr: float) -> torch.optim.Optimizer:
+    extra = () if recipe.optim.token_weight_decay else exempt_tokens(model)
     if isinstance(model, AAE):  # the reconstruction phase's optimizer: encoder + decoder
-        groups = decay_groups([model.encoder, model.decoder], recipe.optim.weight_decay)
+        groups = decay_groups([model.encoder, model.decoder], recipe.optim.weight_decay, extra)
     else:  # the whole model; the frozen BYOL target and fixed tensors drop out (requires_grad False)
-        extra = model.no_weight_decay() if isinstance(model, MAE) and not recipe.optim.token_weight_decay else ()
         groups = decay_groups([model], recipe.optim.weight_decay, extra)
     return make_optimizer(recipe.optim, groups, lr)
 
@@ -547,22 +578,21 @@ def train(recipe: Recipe, images: torch.Tensor, labels: torch.Tensor, workers: i
                         generator=torch.Generator().manual_seed(recipe.seed))
     steps_per_epoch = len(loader)
     total = steps_per_epoch * recipe.epochs
-    lr = recipe.optim.lr * recipe.batch_size / recipe.optim.lr_batch_size
-    optimizer = main_optimizer(model, recipe, lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_then(recipe.optim.schedule, steps_per_epoch * recipe.warmup_epochs, total))
+    optimizer = main_optimizer(model, recipe, peak_lr(recipe))
+    warmup = steps_per_epoch * min(recipe.warmup_epochs, recipe.epochs)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then(recipe.optim.schedule, warmup, total))
     torch.manual_seed(recipe.seed)
     model.train()
     step, t0 = 0, time.perf_counter()
     for epoch in range(recipe.epochs):
         for views, _ in loader:
             views = views if isinstance(views, (list, tuple)) else [views]
+            optimizer.zero_grad()  # also clears the AAE generator step's encoder gradients
             loss = model.loss(list(views), step, total)
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(f"reference loss is {loss.item()} at step {step}")
             loss.backward()
             optimizer.step()
-            optimizer.zero_grad()
             if isinstance(model, AAE):
                 model.regularize(list(views))
             scheduler.step()

@@ -190,6 +190,7 @@ class Bare:
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
+            self.model.after_optimizer_step(views, yb)  # e.g. the AAE's regularization phase
             self.model.on_step_end(self.step, 10 ** 6)
             self.step += 1
         _sync(self.device)
@@ -318,6 +319,7 @@ class Plain:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
+        self.model.after_optimizer_step(views, yb)
 
     def run(self, steps: int) -> float:
         for _ in range(self.drain):  # consume the batches prefetched while other loops ran
