@@ -17,7 +17,7 @@ PARITY_METHODS = ("vae", "aasae", "aae", "simclr", "byol", "vicreg", "mae")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--method", required=True, choices=PARITY_METHODS, help="the method to compare")
+    p.add_argument("--method", choices=PARITY_METHODS, help="the method to compare (required unless --render-only)")
     p.add_argument("--suite", default="fmnist-ci", help="data, backbone, budget and augmentation (default fmnist-ci)")
     p.add_argument("--seeds", type=positive_int, default=2, help="seeds 0..N-1 (default 2)")
     p.add_argument("--epochs", type=positive_int, help="training epochs (default: the suite's)")
@@ -32,6 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where METHOD-BACKBONE.json is written (default results/parity)")
     p.add_argument("--force", action="store_true", help="replace an existing record of the same method and backbone")
     p.add_argument("--doc", type=Path, help="re-render the table in this Markdown file from every record in OUT")
+    p.add_argument("--render-only", action="store_true", help="with --doc: only re-render the table, train nothing")
     p.add_argument("--data-dir", help="where datasets are looked for ($BENCH_DATA also works)")
     p.add_argument("--no-download", action="store_true", help="never try to download datasets")
     p.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads (default: torch's)")
@@ -47,6 +48,17 @@ def main(args: argparse.Namespace) -> int:
     from bench.suites import SUITES, check_sets
     from bench.threads import cpu_threads
 
+    if args.render_only:
+        if not args.doc:
+            raise UserError("--render-only needs --doc FILE")
+        records = compare.load_records(args.out)
+        if not records:
+            raise UserError(f"no parity records (*.json) in {args.out}")
+        compare.write_doc(args.doc, records)
+        print(f"table of {len(records)} record(s) from {args.out} -> {args.doc}")
+        return 0
+    if not args.method:
+        raise UserError("--method is required (one of: " + ", ".join(PARITY_METHODS) + ")")
     suite = SUITES.get(args.suite)
     if args.backbone:
         from bench.backbones import BACKBONES
