@@ -187,3 +187,52 @@ def test_the_reference_loops_use_nothing_of_the_harness_but_data_and_evaluation(
                 for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
                 for a in (n.names if isinstance(n, ast.Import) else [n])}
     assert not {m for m in imported if m and (m.startswith("bench") or m.startswith("methods"))}
+
+
+def _record(method: str, h: list[float], r: list[float], harness_only: bool = False) -> dict:
+    seeds = [{"seed": i, "init_knn": 40.0, "harness_knn": a, "reference_knn": b, "difference": a - b,
+              "harness_train_s": 10.0, "reference_train_s": 20.0} for i, (a, b) in enumerate(zip(h, r))]
+    return {"method": method, "variant": method, "suite": "fmnist-ci", "backbone": "resnet-tiny",
+            "dataset": "fashion-mnist", "images": 10000, "epochs": 2, "batch_size": 128, "steps": 156,
+            "scored_on": "fashion-mnist test split", "seeds": seeds, "command": f"python -m bench parity --method {method}",
+            "harness_only": harness_only}
+
+
+def test_table_rows_hold_means_and_differences_and_skip_harness_only_records(tmp_path):
+    import json
+    from bench.cli import main
+    (tmp_path / "simclr-resnet-tiny.json").write_text(json.dumps(_record("simclr", [68.0, 67.0], [67.0, 67.2])))
+    (tmp_path / "vicreg-resnet-tiny-harness-only.json").write_text(
+        json.dumps(_record("vicreg", [70.0], [float("nan")], harness_only=True)))
+    doc = tmp_path / "parity.md"
+    doc.write_text(f"# Parity\n\nintro\n\n{compare.TABLE_START}\nold\n{compare.TABLE_END}\n\noutro\n")
+    assert main(["parity", "--render-only", "--doc", str(doc), "--out", str(tmp_path)]) == 0
+    text = doc.read_text()
+    assert "intro" in text and "outro" in text and "old" not in text
+    rows = [line for line in text.splitlines() if line.startswith("| simclr")]
+    assert len(rows) == 1 and "67.50 ± 0.71" in rows[0] and "67.10 ± 0.14" in rows[0] and "+0.40" in rows[0]
+    assert "| vicreg" not in text
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--render-only"], "--render-only needs --doc"),
+    ([], "--method is required"),
+    (["--method", "simclr", "--validation", "5"], "--validation 5"),
+    (["--method", "simclr", "--workers", "-1"], "--workers -1"),
+    (["--method", "simclr", "--backbone", "no-such-net"], "no-such-net"),
+])
+def test_parity_user_mistakes_are_one_line_errors(argv, message, tmp_path, capsys):
+    from bench.cli import main
+    assert main(["parity", "--out", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and message in err[0]
+
+
+def test_an_existing_record_is_not_overwritten(tmp_path, capsys):
+    import json
+    from bench.cli import main
+    target = tmp_path / "simclr-resnet-tiny.json"
+    target.write_text(json.dumps(_record("simclr", [68.0], [67.0])))
+    assert main(["parity", "--method", "simclr", "--out", str(tmp_path)]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert json.loads(target.read_text())["seeds"][0]["harness_knn"] == 68.0
