@@ -120,10 +120,10 @@ def ddp_wrapper(cfg: TrainConfig, device: torch.device) -> Callable[[nn.Module],
             ids = [device.index if device.index is not None else torch.cuda.current_device()]
         step = TrainingStep(method)
         # DDP syncs exactly what the harness optimizer updates; parameters a method updates itself
-        # (the AAE discriminator, with its own optimizer and its own cross-rank averaging) are left out.
-        # DDP has no public way to leave parameters out, hence its private helper; it goes once the
-        # AAE's discriminator step becomes an explicit Method hook (that changes the AAE's numbers,
-        # so it lands with the AAE recipe fix of issue #14, not with the no-behaviour-change layout).
+        # (the AAE discriminator, stepped in `after_optimizer_step` outside DDP's forward with its
+        # own cross-rank averaging) are left out. They are registered submodules, so without this
+        # DDP would wait for their gradients in every step; DDP has no public way to leave
+        # parameters out, hence its private (long-standing) helper.
         optimized = {id(p) for p in method.optimized_parameters()}
         own = [f"method.{n}" for n, p in method.named_parameters() if p.requires_grad and id(p) not in optimized]
         DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(step, own)
