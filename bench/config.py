@@ -115,6 +115,12 @@ class Suite:
     baselines: tuple[str, ...] = ALL_BASELINES
     target: str = "cpu"            # where the suite is meant to run: cpu | gpu
     tolerance: float = 1.0         # default drift tolerance (accuracy points) for `bench check`
+    # bring-your-own data (bench/suite_file.py): an unlabeled dataset to pretrain on instead of
+    # `dataset`'s train split (which stays the labeled evaluation data), and the JSON definition
+    # of a dataset declared in a suite file (format, absolute path, split), so that a stored run
+    # can re-register it; both empty for the built-in suites
+    pretrain_dataset: str = ""
+    data_source: str = ""
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,8 @@ class ResolvedRun:
     method_config: Any             # the method's own Config dataclass (a dict for a method not registered here)
     optim: OptimConfig
     world_size: int = 1            # torchrun processes: train.batch_size is per process
+    pretrain_dataset: str = ""     # Suite.pretrain_dataset
+    data_source: str = ""          # Suite.data_source (canonical JSON)
 
     def to_json(self) -> dict[str, Any]:
         d = {"suite": self.suite, "method": self.method, "seed": self.seed, "aug_mode": self.aug_mode,
@@ -161,6 +169,10 @@ class ResolvedRun:
              **{name: self.section(name) for name in SECTIONS}}
         if self.world_size > 1:  # absent for one process: run ids of single-process runs stay as they were
             d["world_size"] = self.world_size
+        if self.pretrain_dataset:  # absent unless used: the built-in suites' run ids stay as they were
+            d["pretrain_dataset"] = self.pretrain_dataset
+        if self.data_source:
+            d["data_source"] = json.loads(self.data_source)
         return d
 
     def section(self, name: str) -> dict[str, Any]:
@@ -181,7 +193,9 @@ class ResolvedRun:
                    eval=from_dict(EvalConfig, d["eval"]),
                    method_config=(from_dict(method_config, d["method_config"]) if method_config
                                   else dict(d["method_config"])),
-                   optim=from_dict(OptimConfig, d["optim"]), world_size=int(d.get("world_size", 1)))
+                   optim=from_dict(OptimConfig, d["optim"]), world_size=int(d.get("world_size", 1)),
+                   pretrain_dataset=str(d.get("pretrain_dataset", "")),
+                   data_source=json.dumps(d["data_source"], sort_keys=True) if d.get("data_source") else "")
 
     @property
     def spec_hash(self) -> str:

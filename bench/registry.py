@@ -27,6 +27,13 @@ class Registry(Generic[T]):
             raise UserError(f"unknown {self.kind} {name!r}; choose one of: {known}")
         return self._items[name]
 
+    def snapshot(self) -> dict[str, T]:
+        """The current entries, for `restore` (plug-in loading undoes a failed import with it)."""
+        return dict(self._items)
+
+    def restore(self, snapshot: dict[str, T]) -> None:
+        self._items = dict(snapshot)
+
     def names(self) -> list[str]:
         return list(self._items)
 

@@ -6,6 +6,7 @@ ResolvedRun every consumer uses.
 from __future__ import annotations
 
 
+import json
 from dataclasses import replace
 from typing import Any
 
@@ -76,6 +77,13 @@ def expand(suite: Suite, methods: tuple[str, ...] | None, seeds: int, aug_mode: 
     names = tuple(methods) if methods else suite.methods
     if baselines and not methods:
         names = names + suite.baselines
+    if suite.pretrain_dataset:  # pretraining on unlabeled images: nothing can train on labels
+        import methods as registry
+        labelled = [n for n in names if registry.get(n).uses_labels]
+        if methods and labelled:
+            raise UserError(f"{', '.join(labelled)} trains on labels, but suite {suite.name} pretrains on the "
+                            f"unlabeled dataset {suite.pretrain_dataset!r}; leave it out of --methods")
+        names = tuple(n for n in names if n not in labelled)
     return [RunSpec(suite.name, m, seed, aug_mode) for m in names for seed in range(seeds)]
 
 
@@ -116,7 +124,27 @@ def resolve(suite: Suite, spec: RunSpec, sets: dict[str, dict[str, str]], world_
         eval=resolve_scope(suite, "eval", sets.get("eval", {})),
         method_config=resolve_scope(suite, spec.method, sets.get(spec.method, {})),
         optim=resolve_scope(suite, f"{spec.method}.optim", sets.get(f"{spec.method}.optim", {})),
-        world_size=world_size)
+        world_size=world_size, pretrain_dataset=suite.pretrain_dataset, data_source=suite.data_source)
+
+
+def suite_of(run: ResolvedRun) -> Suite:
+    """The suite a stored run was made in, rebuilt from its own config (so `features` and
+    `export` work for suite files and plugins too; a dataset a suite file declared is
+    registered again from the run's `data_source`)."""
+    if run.data_source:
+        from bench import suite_file
+        suite_file.register_source(json.loads(run.data_source))
+    return Suite(name=run.suite, description="", dataset=run.dataset, backbone=run.backbone,
+                 image_size=run.image_size, train=run.train, aug=run.aug, eval=run.eval,
+                 pretrain_dataset=run.pretrain_dataset, data_source=run.data_source)
+
+
+def get(name: str) -> Suite:
+    """A built-in suite by name; UserError listing them (and pointing at --suite-file) if unknown."""
+    if name not in SUITES:
+        known = ", ".join(SUITES.names())
+        raise UserError(f"unknown suite {name!r}; choose one of: {known} (or pass your own with --suite-file FILE.toml)")
+    return SUITES.get(name)
 
 
 def method_config_class(method: str, stored: dict[str, Any]) -> type | None:

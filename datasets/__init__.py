@@ -3,6 +3,9 @@
 `load(name, split)` returns an ImageData with uint8 (N, C, H, W) images and int64 labels.
 Data is looked for under `data_dir` if given, else under $BENCH_DATA and ~/.cache/ssl-bench/data
 (plus system locations for some datasets); missing data is downloaded with torchvision.
+
+User data ("bring your own data"): build a Format with `image_folder`, `unlabeled_folder` or
+`npz_arrays` and add it with `register`; `load` then reads it from where it lies.
 """
 
 from __future__ import annotations
@@ -17,21 +20,38 @@ import torch
 
 from bench.errors import UserError
 
-from .base import SPLITS, DatasetInfo, Format, ImageData, one_line
+from .base import SPLITS, Arrays, DatasetInfo, Format, ImageData, one_line
 from .cifar import CIFAR10, CIFAR100
 from .digits import DIGITS
+from .folder import image_folder, unlabeled_folder
 from .idx import FASHION_MNIST
+from .npz import npz_arrays
 from .ops import balanced_subset, resize, to_channels
 from .stl10 import STL10
 from .svhn import SVHN
 
-__all__ = ["DATASETS", "DatasetInfo", "ImageData", "balanced_subset", "info", "load", "names",
-           "resize", "roots", "to_channels"]
+__all__ = ["DATASETS", "DatasetInfo", "Format", "ImageData", "balanced_subset", "image_folder", "info", "load",
+           "names", "npz_arrays", "register", "resize", "roots", "to_channels", "unlabeled_folder", "unregister"]
 
 _FORMATS: dict[str, Format] = {f.info.name: f for f in (CIFAR10, CIFAR100, STL10, SVHN, FASHION_MNIST, DIGITS)}
 DATASETS: dict[str, DatasetInfo] = {name: f.info for name, f in _FORMATS.items()}
 
 DOWNLOAD_TIMEOUT_S = 20.0
+
+
+def register(fmt: Format) -> None:
+    """Add a dataset (e.g. from `image_folder`) under `fmt.info.name`, listed after those before it."""
+    name = fmt.info.name
+    if name in _FORMATS:
+        raise ValueError(f"dataset {name!r} is registered twice")
+    _FORMATS[name] = fmt
+    DATASETS[name] = fmt.info
+
+
+def unregister(name: str) -> None:
+    """Remove a dataset `register` added (a suite file re-registering its dataset, a failed plug-in)."""
+    _FORMATS.pop(name, None)
+    DATASETS.pop(name, None)
 
 
 def names() -> list[str]:
@@ -40,6 +60,8 @@ def names() -> list[str]:
 
 
 def _canonical(name: str) -> str:
+    if name in DATASETS:  # a registered user name is taken as spelled, even with capitals or "_"
+        return name
     key = str(name).strip().lower().replace("_", "-")
     if key not in DATASETS:
         close = difflib.get_close_matches(key, DATASETS, n=1)
@@ -74,13 +96,17 @@ def _stamp(path: Path) -> tuple[int, int]:
     return max(s.st_mtime_ns for s in stats), sum(s.st_size for s in stats)
 
 
-@functools.lru_cache(maxsize=6)
-def _read_cached(name: str, split: str, location: str,
-                 stamp: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
-    images, labels, classes = _FORMATS[name].read(Path(location), split)
+def _tensors(arrays: Arrays) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
+    images, labels, classes = arrays
     if not images.flags.writeable:  # frombuffer views are read-only; torch wants writable memory
         images = images.copy()
     return torch.from_numpy(images).contiguous(), torch.from_numpy(labels), classes
+
+
+@functools.lru_cache(maxsize=6)
+def _read_cached(name: str, split: str, location: str,
+                 stamp: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, tuple[str, ...]]:
+    return _tensors(_FORMATS[name].read(Path(location), split))
 
 
 def _find(fmt: Format, search: list[Path], split: str, tried: list[str]) -> Path | None:
@@ -118,6 +144,12 @@ def load(name: str, split: str, data_dir: str | Path | None = None, download: bo
     if split not in SPLITS:
         raise UserError(f"unknown split '{split}' for dataset '{name}'; use 'train' or 'test'")
     fmt = _FORMATS[name]
+    if fmt.location is not None:
+        # A user dataset keeps its own content-keyed caches: the stamp below only sees the top
+        # level of a folder, not an edited image two levels down.
+        images, labels, classes = _tensors(fmt.read(fmt.location, split))
+        mean, std = fmt.stats() if fmt.stats is not None else (fmt.mean, fmt.std)
+        return ImageData(name, split, images.clone(), labels.clone(), classes, mean, std)
     if fmt.builtin:
         place: Path | None = Path()
     else:
@@ -143,4 +175,5 @@ def load(name: str, split: str, data_dir: str | Path | None = None, download: bo
     stamp = (0, 0) if fmt.builtin else _stamp(place)
     images, labels, classes = _read_cached(name, split, str(place), stamp)
     # Clone so that in-place edits by one caller never reach the cache or other callers.
-    return ImageData(name, split, images.clone(), labels.clone(), classes, fmt.mean, fmt.std)
+    mean, std = fmt.stats() if fmt.stats is not None else (fmt.mean, fmt.std)
+    return ImageData(name, split, images.clone(), labels.clone(), classes, mean, std)

@@ -16,7 +16,10 @@ SPLITS = ("train", "test")
 
 @dataclass(eq=False)
 class ImageData:
-    """One split of a dataset in memory: uint8 images (N, C, H, W) and int64 labels (N,)."""
+    """One split of a dataset in memory: uint8 images (N, C, H, W) and int64 labels (N,).
+
+    An unlabeled split (a pretraining-only folder) has no classes and every label is -1.
+    """
 
     name: str
     split: str
@@ -35,6 +38,8 @@ class ImageData:
                              f"got {self.labels.dtype} {tuple(self.labels.shape)}")
         if len(self.mean) != self.channels or len(self.std) != self.channels:
             raise ValueError(f"mean/std need {self.channels} entries, got {len(self.mean)}/{len(self.std)}")
+        if not self.classes and len(self) and bool((self.labels != -1).any()):
+            raise ValueError("a split without classes is unlabeled: every label must be -1")
 
     @property
     def channels(self) -> int:
@@ -46,7 +51,11 @@ class ImageData:
 
     @property
     def num_classes(self) -> int:
-        return len(self.classes)
+        return len(self.classes)  # 0 for an unlabeled split
+
+    @property
+    def labeled(self) -> bool:
+        return bool(self.classes)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -90,6 +99,19 @@ class Format:
     hint: str  # what to copy where, for the not-found message
     extra_roots: Callable[[], list[Path]] = list  # system-wide locations searched after the usual roots
     builtin: bool = False  # bundled with a library: no roots searched, never downloaded
+    # User datasets (datasets.folder, datasets.npz): their own folder or file, read in place (no roots
+    # searched, never downloaded, cached by the format itself, keyed by content), and mean/std
+    # computed from their train split instead of the fixed `mean`/`std`.
+    location: Path | None = None
+    stats: Callable[[], tuple[tuple[float, ...], tuple[float, ...]]] | None = None
+
+
+def user_format(info: DatasetInfo, location: Path, read: Callable[[Path, str], Arrays],
+                stats: Callable[[], tuple[tuple[float, ...], tuple[float, ...]]]) -> Format:
+    """A Format for data the user points at: read from `location`, stats from the data itself."""
+    return Format(info=info, mean=(), std=(), candidates=lambda root, split: [location],
+                  complete=lambda place, split: True, read=read, download=None,
+                  hint=f"check {location}", location=location, stats=stats)
 
 
 def corrupt(path: Path, what: str) -> UserError:

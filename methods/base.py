@@ -42,6 +42,7 @@ class Method(nn.Module):
     optim: ClassVar[OptimConfig] = OptimConfig()
     native_aug: ClassVar[dict[str, Any]] = {}  # AugConfig overrides for `--aug native`
     trains: ClassVar[bool] = True      # False for baselines evaluated untrained (pixels, random-init)
+    uses_labels: ClassVar[bool] = False  # trains on the labels (the supervised baseline): not on unlabeled data
     reference: ClassVar[str] = ""
 
     def __init__(self, cfg: Any, backbone: Backbone, data: DataInfo) -> None:

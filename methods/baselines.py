@@ -51,6 +51,7 @@ class SupervisedConfig:
 @register
 class Supervised(Method):
     name = "supervised"
+    uses_labels = True
     paradigm = "baseline"
     views = (AUGMENTED,)
     Config = SupervisedConfig

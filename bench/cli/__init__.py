@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 
+from bench import plugins
 from bench.cli.common import Parser
 from bench.errors import UserError
 
@@ -21,6 +22,7 @@ COMMANDS = [
     ("report", "bench.cli.report", "write leaderboard.html/.md/.csv for a results directory"),
     ("check", "bench.cli.check", "re-run a suite and compare with its published numbers; exit 1 on drift"),
     ("features", "bench.cli.features", "export a run's frozen features and labels to .npz"),
+    ("export", "bench.cli.export", "write a run's trained backbone as a timm state_dict"),
     ("perf", "bench.cli.perf", "measure the harness against the bare bound and a plain lightly loop"),
     ("parity", "bench.cli.parity", "train a method through the harness and its independent reference loop; compare"),
 ]
@@ -31,13 +33,19 @@ def build_parser() -> argparse.ArgumentParser:
                "fair SSL comparisons.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name, module, helptext in COMMANDS:
-        importlib.import_module(module).add_arguments(sub.add_parser(name, help=helptext))
+        cmd = sub.add_parser(name, help=helptext)
+        importlib.import_module(module).add_arguments(cmd)
+        cmd.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
+                         help="import a Python file that registers methods, backbones or datasets "
+                              "(repeatable; $BENCH_PLUGINS too; docs/plugins.md)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if args.plugin or plugins.paths_from_env():
+            plugins.load(plugins.paths_from_env() + args.plugin)
         module = dict((n, m) for n, m, _ in COMMANDS)[args.command]
         return importlib.import_module(module).main(args)
     except UserError as e:

@@ -12,7 +12,6 @@ Exit 0 when either holds, 1 when the features differ.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +40,7 @@ def main(args: argparse.Namespace) -> int:
     from bench.engine.train import CHECKPOINT, load_checkpoint
     from bench.eval.evaluate import (FINGERPRINT_RTOL, extract_features, features_digest, features_fingerprint,
                                      fingerprint_difference)
-    from bench.suites import SUITES
+    from bench.suites import suite_of
 
     result = store.read_result(args.run_dir)
     if result is None:
@@ -52,7 +51,7 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"'{args.out}' exists; choose another --out (nothing is overwritten)")
     run = result.config
     # the data exactly as the run saw it: its train/eval subsets come from its stored config
-    suite = dataclasses.replace(SUITES.get(run.suite), train=run.train, eval=run.eval)
+    suite = suite_of(run)
     dataset = args.dataset or suite.dataset
     device = pick_device(args.device)
     data = SuiteData(suite, args.data_dir, True, device)

@@ -6,10 +6,18 @@ import argparse
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("what", nargs="?", default="suites", choices=["suites", "methods", "backbones", "datasets"])
+    p.add_argument("--show", metavar="SUITE", help="with `suites`: print this suite as a TOML suite file to copy "
+                                                  "and edit (run it with `bench run --suite-file`)")
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.what == "suites":
+    if args.show:
+        from bench import suite_file, suites
+        from bench.errors import UserError
+        if args.what != "suites":
+            raise UserError("--show prints a suite: use `bench list suites --show NAME`")
+        print(suite_file.to_toml(suites.get(args.show)), end="")
+    elif args.what == "suites":
         from bench.suites import SUITES
         for name, s in SUITES.items():
             print(f"{name:14s} {s.dataset:14s} {s.backbone:15s} {s.train.epochs:4d} ep  [{s.target}]  {s.description}")
@@ -21,6 +29,8 @@ def main(args: argparse.Namespace) -> int:
         from bench.backbones import BACKBONES
         for name, b in BACKBONES.items():
             print(f"{name:16s} {b.description}")
+        print(f"{'timm:MODEL[@s1|@s2]':16s} any timm model (random init, pooled features before the head); "
+              "@s1/@s2: 3x3 stride-1/2 stem, no max-pool (timm ResNet family)")
     else:
         import datasets
         for name in datasets.names():

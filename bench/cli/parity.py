@@ -61,8 +61,8 @@ def main(args: argparse.Namespace) -> int:
         raise UserError("--method is required (one of: " + ", ".join(PARITY_METHODS) + ")")
     suite = SUITES.get(args.suite)
     if args.backbone:
-        from bench.backbones import BACKBONES
-        BACKBONES.get(args.backbone)  # unknown name: UserError listing the known ones
+        from bench import backbones
+        backbones.get(args.backbone)  # unknown name: UserError listing the known ones
         suite = replace(suite, backbone=args.backbone)
     sets = config.parse_sets(args.sets)
     if args.epochs:

@@ -10,7 +10,9 @@ from bench.cli.common import positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--suite", default="quick", help="suite name (default: quick; see `bench list suites`)")
+    p.add_argument("--suite", help="a built-in suite (default: quick; see `bench list suites`)")
+    p.add_argument("--suite-file", type=Path, metavar="FILE.toml",
+                   help="your own suite (TOML; `bench list suites --show NAME` prints one to start from)")
     p.add_argument("--methods", help="comma-separated methods/baselines (default: the suite's methods + baselines)")
     p.add_argument("--seeds", type=positive_int, default=1, help="runs per method, seeds 0..N-1 (default 1)")
     p.add_argument("--epochs", type=positive_int, help="override the suite's training epochs")
@@ -23,6 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a config field, e.g. simclr.temperature=0.2, train.batch_size=128, byol.optim.lr=0.5")
     p.add_argument("--no-download", action="store_true", help="never try to download datasets")
     p.add_argument("--shard", help="run only slice I of N of the suite's runs, e.g. 0/4 (for job arrays)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write losses, learning rate and the kNN curve as TensorBoard events under "
+                        "<out>/tensorboard/<run_id>")
     p.add_argument("--threads", type=positive_int, metavar="N",
                    help="CPU threads (default: torch's, i.e. OMP_NUM_THREADS or the core count); a CPU run is "
                         "bit-exact only at the thread count it was made with")
@@ -32,7 +37,14 @@ def main(args: argparse.Namespace) -> int:
     from bench import config, report, suites
     from bench.engine import distributed, runner
     from bench.threads import cpu_threads
-    suite = suites.SUITES.get(args.suite)
+    if args.suite and args.suite_file:
+        from bench.errors import UserError
+        raise UserError("pass --suite NAME or --suite-file FILE.toml, not both")
+    if args.suite_file:
+        from bench import suite_file
+        suite = suite_file.load(args.suite_file)
+    else:
+        suite = suites.get(args.suite or "quick")
     sets = config.parse_sets(args.sets)
     if args.epochs:
         sets.setdefault("train", {})["epochs"] = str(args.epochs)
@@ -57,7 +69,8 @@ def main(args: argparse.Namespace) -> int:
                   f"x {world.world_size} = {tc.batch_size * world.world_size}; sync_bn={tc.sync_bn}",
                   file=sys.stderr, flush=True)
         opts = runner.Options(out=out, data_dir=args.data_dir, device=args.device, sets=sets,
-                              download=not args.no_download, world_size=world.world_size, rank=world.rank)
+                              download=not args.no_download, world_size=world.world_size, rank=world.rank,
+                              tensorboard=args.tensorboard)
         with cpu_threads(args.threads):
             results = runner.run_suite(suite, specs, opts)
     finally:

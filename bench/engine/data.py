@@ -21,7 +21,12 @@ class SuiteData:
         test = ds.resize(ds.load(suite.dataset, "test", data_dir, download), size)
         self.channels = full.channels
         # fixed class-balanced subsets (seed 0): every method and seed sees the same images
-        self.pretrain = fixed_subset(full, suite.train.train_subset)
+        if suite.pretrain_dataset:  # the user's unlabeled images; `dataset` stays the labeled evaluation data
+            unlabeled = ds.to_channels(ds.resize(ds.load(suite.pretrain_dataset, "train", data_dir, download), size),
+                                       full.channels)
+            self.pretrain = fixed_subset(unlabeled, suite.train.train_subset)
+        else:
+            self.pretrain = fixed_subset(full, suite.train.train_subset)
         self.main = EvalSet(suite.dataset, fixed_subset(full, suite.eval.train_subset),
                             fixed_subset(test, suite.eval.test_subset))
         self.info = DataInfo(full.channels, size, full.num_classes, full.mean, full.std)
@@ -44,6 +49,8 @@ def fixed_subset(data: ds.ImageData, n: int) -> ds.ImageData:
     """A fixed class-balanced subset of about `n` images (seed 0); all of `data` for 0 or n >= its size."""
     if not n or n >= len(data):
         return data
+    if data.num_classes == 0:  # unlabeled: a fixed random subset
+        return data.subset(torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:n].sort().values)
     per_class = max(1, n // data.num_classes)
     return data.subset(ds.balanced_subset(data.labels, per_class, seed=0))
 

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 import methods
-from bench.backbones import BACKBONES
+from bench import backbones
 from bench.config import ResolvedRun, SCHEMA_VERSION
 from bench.engine.augment import Augment, normalize
 from bench.engine.data import SuiteData, fixed_subset
@@ -30,7 +30,7 @@ def build_method(run: ResolvedRun, info: DataInfo, device: torch.device) -> Meth
         raise UserError(f"run {run.run_id}: its {run.method} config ({', '.join(sorted(run.method_config))}) does not "
                         f"match this version's {cls.Config.__name__}; it cannot be rebuilt here")
     torch.manual_seed(run.seed)  # the seed fixes the initialisation
-    backbone = BACKBONES.get(run.backbone).build(info.channels, info.size)
+    backbone = backbones.get(run.backbone).build(info.channels, info.size)
     return cls(run.method_config, backbone, info).to(device)
 
 

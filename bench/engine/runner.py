@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 import datasets as ds
-from bench.backbones import BACKBONES
+from bench import backbones
 from bench.config import RunSpec, Suite
 from bench.engine import distributed
 from bench.engine.data import SuiteData
@@ -36,6 +36,7 @@ class Options:
     download: bool = True
     world_size: int = 1
     rank: int = 0
+    tensorboard: bool = False      # also write each run's TensorBoard events (bench/results/tensorboard.py)
 
 
 def run_suite(suite: Suite, specs: list[RunSpec], opts: Options) -> list[store.RunRecord]:
@@ -48,13 +49,13 @@ def run_suite(suite: Suite, specs: list[RunSpec], opts: Options) -> list[store.R
     device = pick_device(opts.device)
     check_sets(suite, opts.sets)
     _check_before_work(suite, specs, opts)
-    store.ensure_writable(opts.out)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
     # the data follows --set train.train_subset / eval.*_subset (they are part of every run's spec)
     sized = replace(suite, train=resolve_scope(suite, "train", opts.sets.get("train", {})),
                     eval=resolve_scope(suite, "eval", opts.sets.get("eval", {})))
     data = _load_data(sized, opts, device)  # a missing dataset stops here, before any training
+    store.ensure_writable(opts.out)  # after the data: a dataset error leaves no output directory behind
     results, waiting = [], []
     for i, spec in enumerate(specs, 1):
         result, seen = _attempt(suite, spec, f"[{i}/{len(specs)}]", data, device, opts, _FIRST)
@@ -96,8 +97,10 @@ def _load_data(suite: Suite, opts: Options, device: torch.device) -> SuiteData:
 
 def _check_before_work(suite: Suite, specs: list[RunSpec], opts: Options) -> None:
     """Mistakes that would otherwise surface mid-suite: fail before loading data or training."""
-    BACKBONES.get(suite.backbone)
+    backbones.get(suite.backbone)
     ds.info(suite.dataset)
+    if suite.pretrain_dataset:
+        ds.info(suite.pretrain_dataset)
     train_cfg = resolve_scope(suite, "train", opts.sets.get("train", {}))
     if train_cfg.epochs < 1 or train_cfg.batch_size < 1:
         raise UserError(f"train.epochs and train.batch_size must be >= 1 (got {train_cfg.epochs}, "
@@ -157,6 +160,9 @@ def _attempt(suite, spec, tag, data, device, opts, seen) -> tuple[Any, Any]:
             if opts.rank == 0:
                 _say(opts, f"{tag} {run_dir.name}: " + ("complete, skipped" if seen is _FIRST
                                                          else f"finished by another process ({payload.status})"))
+            if opts.rank == 0 and opts.tensorboard and seen is _FIRST:  # complete before: events from its record
+                from bench.results import tensorboard
+                tensorboard.write_run(payload, run_dir, opts.out / "tensorboard")
             return payload, None
         if opts.rank == 0 and payload is not None:  # keep the failed attempt's record; never overwrite silently
             _keep_previous(run_dir)
@@ -170,6 +176,10 @@ def _attempt(suite, spec, tag, data, device, opts, seen) -> tuple[Any, Any]:
         if opts.rank == 0:
             store.write_result(run_dir, record)
             _say(opts, f"{tag} {run_dir.name}: {_summary(record)}")
+        if opts.rank == 0 and opts.tensorboard:
+            from bench.results import tensorboard
+            _say(opts, f"{tag} {run_dir.name}: TensorBoard events in "
+                       f"{tensorboard.write_run(record, run_dir, opts.out / 'tensorboard')}")
         distributed.barrier()  # the other ranks wait while rank 0 evaluates and writes
         return record, None
 

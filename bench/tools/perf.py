@@ -63,11 +63,11 @@ class Setup:
 
 
 def _suite(args: argparse.Namespace):
-    from bench.backbones import BACKBONES
+    from bench import backbones
     from bench.suites import SUITES
     suite = SUITES.get(args.suite)
     if args.backbone:
-        BACKBONES.get(args.backbone)  # unknown name -> UserError
+        backbones.get(args.backbone)  # unknown name -> UserError
         suite = dataclasses.replace(suite, backbone=args.backbone)
     if args.batch_size:
         suite = dataclasses.replace(suite, train=dataclasses.replace(suite.train, batch_size=args.batch_size))
