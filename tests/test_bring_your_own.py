@@ -223,3 +223,50 @@ def test_export_gives_the_runs_features_in_timm(byo_run: Path, tmp_path: Path) -
     x = torch.randn(4, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(net(x), method.encode(x))
+
+
+def test_features_of_a_suite_file_run_rederive_from_its_stored_config(byo_run: Path, tmp_path: Path,
+                                                                       capsys) -> None:
+    """`features` needs no suite file: the run's config carries its dataset's definition."""
+    from bench import suite_file
+    run_dir = next(p.parent for p in byo_run.glob("runs/simclr-*/result.json"))
+    for name in list(suite_file._owned):  # as in a new process: the dataset is not registered
+        import datasets
+        datasets.unregister(name)
+        suite_file._owned.discard(name)
+        suite_file._registered.pop(name, None)
+    assert main(["features", str(run_dir), "--split", "test", "--out", str(tmp_path / "f.npz")]) == 0
+    assert "matches the stored digest" in capsys.readouterr().out
+
+
+def test_unlabeled_pretraining_folder_and_npz_arrays(tmp_path: Path) -> None:
+    """Pretraining on a folder of unlabeled images (the supervised baseline is left out), and a
+    dataset given as one .npz split here."""
+    write_folder(tmp_path / "shapes", {"train": 6, "test": 3})
+    unlabeled = tmp_path / "unlabeled"
+    write_folder(unlabeled, {"extra": 12}, seed=1)  # 36 images, twice the labeled train split
+    suite = write_suite(tmp_path, extra="")
+    text = suite.read_text().replace('path = "shapes"', 'path = "shapes"\npretrain = "unlabeled"')
+    text = text.replace('baselines = ["pixels"]', 'baselines = ["pixels", "supervised"]')
+    suite.write_text(text)
+    out = tmp_path / "out"
+    assert main(["run", "--suite-file", str(suite), "--plugin", str(PLUGIN), "--out", str(out),
+                 "--methods", "simclr", *FAST]) == 0
+    (r,) = [json.loads(p.read_text()) for p in out.glob("runs/*/result.json")]
+    assert r["status"] == "ok" and r["config"]["pretrain_dataset"] == "shapes-unlabeled"
+    assert r["train"]["steps_per_epoch"] == 36 // 16  # the 36 unlabeled images, not the 18 labeled ones
+    assert main(["run", "--suite-file", str(suite), "--plugin", str(PLUGIN), "--out", str(out),
+                 "--methods", "supervised", *FAST]) == 2  # labels needed, none to pretrain on
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, size=(30, 12, 12), dtype=np.uint8)
+    np.savez(tmp_path / "arrays.npz", images=images, labels=np.arange(30) % 3)
+    npz_suite = tmp_path / "npz.toml"
+    npz_suite.write_text(SUITE.format(path="arrays.npz", backbone="resnet-tiny-s1")
+                         .replace('format = "image-folder"', 'format = "npz"')
+                         .replace('name = "shapes"', 'name = "arrays"').replace("batch_size = 16", "batch_size = 8"))
+    out2 = tmp_path / "out2"
+    assert main(["run", "--suite-file", str(npz_suite), "--plugin", str(PLUGIN), "--out", str(out2),
+                 "--methods", "simclr", *FAST]) == 0
+    (r,) = [json.loads(p.read_text()) for p in out2.glob("runs/*/result.json")]
+    assert r["status"] == "ok" and r["config"]["data_source"]["format"] == "npz"
