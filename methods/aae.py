@@ -55,6 +55,16 @@ def _average_across_ranks(params: list[nn.Parameter]) -> None:
                 p.grad.div_(dist.get_world_size())
 
 
+def _prior_draws(shape: torch.Size, device: torch.device) -> torch.Tensor:
+    """Samples of U(-1, 1)^d for this process's rows (float32, whatever the code's dtype). Under
+    torchrun every rank draws the GLOBAL batch's samples and keeps its slice, as the augmentation
+    does: ranks never share prior samples, and the run equals one process on the global batch."""
+    world, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_available() and dist.is_initialized() else (1, 0)
+    b = shape[0]
+    draws = torch.rand((b * world, *shape[1:]), device=device) * 2 - 1
+    return draws[rank * b:(rank + 1) * b]
+
+
 @dataclass(frozen=True)
 class AAEConfig:
     latent_dim: int = 128          # size of the code (as AASAE)
@@ -109,7 +119,7 @@ class AAE(Method):
         """Regularization phase: a discriminator step, then an encoder (generator) step."""
         (x,) = views
         z = self.code(x)
-        prior = torch.rand(z.shape, device=z.device) * 2 - 1  # float32 draws, whatever z's dtype
+        prior = _prior_draws(z.shape, z.device)
         real_logits, fake_logits = self.discriminator(torch.cat([prior, z.detach()])).chunk(2)
         d_loss = discriminator_loss(real_logits, fake_logits)
         self.disc_opt.zero_grad(set_to_none=True)

@@ -208,3 +208,80 @@ def test_ddp_step_equals_one_process_step(tmp_path):
     assert len(bn) > 10
     for n in bn:  # running statistics of the global batch
         torch.testing.assert_close(got["buffers"][n], net.get_buffer(n), rtol=1e-9, atol=1e-12, msg=n)
+
+
+def _aae64():
+    import methods
+    from bench.backbones import BACKBONES
+    from methods.base import DataInfo
+    torch.manual_seed(0)
+    cls = methods.get("aae")
+    cfg = cls.Config(latent_dim=16, disc_hidden=32)
+    net = cls(cfg, BACKBONES.get("resnet-tiny-s1").build(1, 8), DataInfo(1, 8, 10, (0.5,), (0.25,))).double()
+    # the adversarial Adams were built on float32 parameters: rebuild them on the float64 ones
+    net.disc_opt = torch.optim.Adam(net.discriminator.parameters(), lr=cfg.disc_lr, betas=(cfg.adv_beta1, 0.999))
+    net.gen_opt = torch.optim.Adam(net.encoder_parameters(), lr=cfg.gen_lr, betas=(cfg.adv_beta1, 0.999))
+    g = torch.Generator().manual_seed(1)
+    batches = [torch.randn(16, 1, 8, 8, generator=g, dtype=torch.float64) for _ in range(2)]
+    return net, batches
+
+
+def _aae_steps(net, batches, model, rank: int, world: int) -> dict:
+    """Two full AAE steps as the training loop makes them: the harness optimizer on the
+    reconstruction (through `model`, DDP or not), then the method's regularization phase."""
+    from bench.engine.train import build_optimizer
+    optimizer = build_optimizer(net, net.optim, 1e-3)
+    torch.manual_seed(2)  # the prior draws
+    logs = []
+    for x in batches:
+        b = x.shape[0] // world
+        views = [x[rank * b:(rank + 1) * b]]
+        loss, _ = model(views, None) if model is not net else net.training_step(views, None)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        logs.append(net.after_optimizer_step(views, None))
+    return {"weights": {n: p.detach().clone() for n, p in net.named_parameters()}, "logs": logs}
+
+
+def _ddp_aae(rank: int, world: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+    from bench.suites import TrainConfig
+    from bench.engine.train_ddp import ddp_wrapper
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        net, batches = _aae64()
+        model = ddp_wrapper(TrainConfig(sync_bn=True), torch.device("cpu"))(net)
+        got = _aae_steps(net, batches, model, rank, world)
+        for log in got["logs"]:  # per-rank terms: average them, as the training loop logs them
+            for v in log.values():
+                dist.all_reduce(v)
+                v.div_(world)
+        if rank == 0:
+            torch.save(got, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_aae_regularization_phase_equals_one_process(tmp_path):
+    """The AAE's own optimizers under torchrun: two ranks (each half of the batch, SyncBatchNorm,
+    gradients of both adversarial steps averaged by hand, prior samples sliced from the global
+    batch's draws) give the weights one process gives on the whole batch (float64)."""
+    import socket
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = str(tmp_path / "ddp-aae.pt")
+    mp.spawn(_ddp_aae, args=(2, port, out), nprocs=2)
+    got = torch.load(out, weights_only=True)
+    net, batches = _aae64()
+    want = _aae_steps(net, batches, net, 0, 1)
+    for (a, b) in zip(got["logs"], want["logs"]):
+        for k in ("adv_d", "adv_g"):
+            torch.testing.assert_close(a[k], b[k], rtol=1e-9, atol=1e-12, msg=k)
+    assert set(got["weights"]) == set(want["weights"])
+    for n, w in want["weights"].items():
+        torch.testing.assert_close(got["weights"][n].double(), w, rtol=1e-7, atol=1e-9, msg=n)
