@@ -108,3 +108,15 @@ def write_fashion_mnist(d: Path, n_train: int = 5, n_test: int = 4, gz: bool = T
                 (d / stem).write_bytes(data)
         out[split] = (x, y)
     return out
+
+
+def user_error(fn, *args, **kwargs) -> str:
+    """Call fn expecting a UserError with a one-line message; return the message."""
+    import pytest
+
+    from bench.errors import UserError
+    with pytest.raises(UserError) as e:
+        fn(*args, **kwargs)
+    msg = str(e.value)
+    assert msg and "\n" not in msg
+    return msg

@@ -13,20 +13,11 @@ import torch
 
 import datasets
 import datasets.idx
-from bench.errors import UserError
 from datasets import ImageData
 from tests import fixtures_formats as fx
+from tests.fixtures_formats import user_error
 
 FASHION_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
-
-
-def user_error(fn, *args, **kwargs) -> str:
-    """Call fn expecting a UserError with a one-line message; return the message."""
-    with pytest.raises(UserError) as e:
-        fn(*args, **kwargs)
-    msg = str(e.value)
-    assert msg and "\n" not in msg
-    return msg
 
 
 def check(data: ImageData, name: str, split: str, expected: tuple[np.ndarray, np.ndarray]) -> None:

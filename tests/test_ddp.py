@@ -15,6 +15,7 @@ enough to survive flipped test images (200 images, 0.5 point each) tested nothin
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -166,7 +167,10 @@ def _simclr64():
     return net.double(), views
 
 
-def _ddp_step(rank: int, world: int, port: int, out: str) -> None:
+@contextlib.contextmanager
+def _process_group(rank: int, world: int, port: int):
+    """A gloo process group of `world` CPU processes (one thread each), and the DDP wrapper the
+    training loop uses (SyncBatchNorm on)."""
     import torch.distributed as dist
     from bench.suites import TrainConfig
     from bench.engine.train_ddp import ddp_wrapper
@@ -174,8 +178,23 @@ def _ddp_step(rank: int, world: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
+        yield ddp_wrapper(TrainConfig(sync_bn=True), torch.device("cpu"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_step(rank: int, world: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+    with _process_group(rank, world, port) as wrap:
         net, views = _simclr64()
-        model = ddp_wrapper(TrainConfig(sync_bn=True), torch.device("cpu"))(net)
+        model = wrap(net)
         b = views[0].shape[0] // world
         loss, _ = model([v[rank * b:(rank + 1) * b] for v in views], None)
         loss.backward()
@@ -184,18 +203,12 @@ def _ddp_step(rank: int, world: int, port: int, out: str) -> None:
         if rank == 0:
             torch.save({"loss": total / world, "grads": {n: p.grad for n, p in net.named_parameters()},
                         "buffers": dict(net.named_buffers())}, out)
-    finally:
-        dist.destroy_process_group()
 
 
 def test_ddp_step_equals_one_process_step(tmp_path):
-    import socket
     import torch.multiprocessing as mp
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = str(tmp_path / "ddp.pt")
-    mp.spawn(_ddp_step, args=(2, port, out), nprocs=2)
+    mp.spawn(_ddp_step, args=(2, _free_port(), out), nprocs=2)
     got = torch.load(out, weights_only=True)
 
     net, views = _simclr64()
@@ -246,36 +259,24 @@ def _aae_steps(net, batches, model, rank: int, world: int) -> dict:
 
 def _ddp_aae(rank: int, world: int, port: int, out: str) -> None:
     import torch.distributed as dist
-    from bench.suites import TrainConfig
-    from bench.engine.train_ddp import ddp_wrapper
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
+    with _process_group(rank, world, port) as wrap:
         net, batches = _aae64()
-        model = ddp_wrapper(TrainConfig(sync_bn=True), torch.device("cpu"))(net)
-        got = _aae_steps(net, batches, model, rank, world)
+        got = _aae_steps(net, batches, wrap(net), rank, world)
         for log in got["logs"]:  # per-rank terms: average them, as the training loop logs them
             for v in log.values():
                 dist.all_reduce(v)
                 v.div_(world)
         if rank == 0:
             torch.save(got, out)
-    finally:
-        dist.destroy_process_group()
 
 
 def test_ddp_aae_regularization_phase_equals_one_process(tmp_path):
     """The AAE's own optimizers under torchrun: two ranks (each half of the batch, SyncBatchNorm,
     gradients of both adversarial steps averaged by hand, prior samples sliced from the global
     batch's draws) give the weights one process gives on the whole batch (float64)."""
-    import socket
     import torch.multiprocessing as mp
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = str(tmp_path / "ddp-aae.pt")
-    mp.spawn(_ddp_aae, args=(2, port, out), nprocs=2)
+    mp.spawn(_ddp_aae, args=(2, _free_port(), out), nprocs=2)
     got = torch.load(out, weights_only=True)
     net, batches = _aae64()
     want = _aae_steps(net, batches, net, 0, 1)

@@ -13,19 +13,10 @@ from PIL import Image
 
 import datasets
 import datasets.folder as folder
-from bench.errors import UserError
+from tests.fixtures_formats import user_error
 
 CLASSES = ("cat", "dog", "eel")
 PER_CLASS = 6
-
-
-def user_error(fn, *args, **kwargs) -> str:
-    """Call fn expecting a UserError with a one-line message; return the message."""
-    with pytest.raises(UserError) as e:
-        fn(*args, **kwargs)
-    msg = str(e.value)
-    assert msg and "\n" not in msg
-    return msg
 
 
 @pytest.fixture(autouse=True)
