@@ -75,6 +75,30 @@ curve_every = 1
 feature_batch = 64
 """
 
+@pytest.fixture(autouse=True, scope="module")
+def _restore_registries():
+    """What this module's plug-ins and suite files register is removed afterwards, as it would be
+    in a new process: other test modules see the built-in registries only."""
+    import sys
+
+    import datasets
+    import methods
+    from bench import plugins, suite_file
+    from bench.backbones import BACKBONES
+    registries = [methods.METHODS, methods.BASELINES, BACKBONES]
+    snapshots = [r.snapshot() for r in registries]
+    datasets_before, loaded_before = set(datasets.DATASETS), set(plugins._loaded)
+    yield
+    for registry, snapshot in zip(registries, snapshots):
+        registry.restore(snapshot)
+    for name in set(datasets.DATASETS) - datasets_before:
+        datasets.unregister(name)
+    suite_file._owned.clear()
+    suite_file._registered.clear()
+    for path in set(plugins._loaded) - loaded_before:
+        sys.modules.pop(plugins._loaded.pop(path), None)
+
+
 FAST = ["--set", "barlow-twins.proj_hidden_dim=64", "--set", "barlow-twins.proj_output_dim=64",
         "--set", "simclr.proj_hidden_dim=64", "--threads", "1"]
 
