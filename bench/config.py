@@ -15,7 +15,7 @@ import dataclasses
 import hashlib
 import json
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench.errors import UserError
@@ -102,6 +102,17 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class Published:
+    """A number the literature reports for a suite's setting: data with its source, never ours.
+    Shown beside the suite's own results (bench/report/), with how its protocol differs."""
+    method: str                    # the method row it sits beside
+    metric: str                    # the metric it compares with (a result.json metric: knn_top1, linear_top1)
+    value: float                   # top-1 %
+    source: str                    # where it is published (document, table, commit or arXiv id)
+    differences: str               # its protocol against the suite's: epochs, backbone, best epoch vs final, k, probe
+
+
+@dataclass(frozen=True)
 class Suite:
     name: str
     description: str
@@ -121,6 +132,10 @@ class Suite:
     # can re-register it; both empty for the built-in suites
     pretrain_dataset: str = ""
     data_source: str = ""
+    # published numbers of the setting this suite reproduces (issue #17). Annotations about the
+    # literature, not part of the setup: no run id depends on them (a Suite is never hashed), and two
+    # suites with the same setup compare equal whatever they cite (a suite file carries none)
+    published: tuple[Published, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)

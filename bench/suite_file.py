@@ -31,7 +31,9 @@ from bench.config import AugConfig, EvalConfig, Suite, TrainConfig, field_types
 from bench.errors import UserError
 
 SECTIONS = {"train": TrainConfig, "aug": AugConfig, "eval": EvalConfig}
-TOP_LEVEL = {f.name for f in dataclasses.fields(Suite)} - set(SECTIONS) - {"pretrain_dataset", "data_source"}
+# published numbers annotate a built-in suite (bench/suites.py); an edited copy is another setting
+TOP_LEVEL = {f.name for f in dataclasses.fields(Suite)} - set(SECTIONS) - {"pretrain_dataset", "data_source",
+                                                                      "published"}
 REQUIRED = ("dataset", "backbone", "image_size")
 SOURCE_FORMATS = ("image-folder", "npz")
 SOURCE_KEYS = {"name": str, "format": str, "path": str, "test_fraction": float, "split_seed": int,
@@ -196,7 +198,7 @@ def to_toml(suite: Suite) -> str:
     doc: dict[str, Any] = {}
     for f in dataclasses.fields(Suite):
         value = getattr(suite, f.name)
-        if f.name in ("pretrain_dataset", "data_source"):
+        if f.name in ("pretrain_dataset", "data_source", "published"):
             continue
         if f.name == "dataset" and suite.data_source:
             source = {k: v for k, v in json.loads(suite.data_source).items() if k != "image_size"}

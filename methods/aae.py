@@ -18,6 +18,10 @@ Training alternates the two phases of [0] on every minibatch:
    as the generator, takes an Adam step of its own to make the updated discriminator call its
    codes real. Both optimizers' states travel with the model's state_dict (`get_extra_state`).
 Encoder/decoder are the AASAE ones (same head width, 128-d code, residual decoder).
+`prior` (config): "uniform" (the default, the method above) or "gaussian", the "holes"
+ablation of the latent-space-interpolation experiment (bench/lsi): the code is then NOT
+tanh-squashed and the discriminator's prior samples are N(0, I), as in Makhzani et al.'s
+Gaussian-prior AAE.
 """
 from __future__ import annotations
 
@@ -55,20 +59,28 @@ def _average_across_ranks(params: list[nn.Parameter]) -> None:
                 p.grad.div_(dist.get_world_size())
 
 
-def _prior_draws(shape: torch.Size, device: torch.device) -> torch.Tensor:
-    """Samples of U(-1, 1)^d for this process's rows (float32, whatever the code's dtype). Under
-    torchrun every rank draws the GLOBAL batch's samples and keeps its slice, as the augmentation
-    does: ranks never share prior samples, and the run equals one process on the global batch."""
+def _prior_draws(shape: torch.Size, device: torch.device, prior: str = "uniform") -> torch.Tensor:
+    """Samples of U(-1, 1)^d (N(0, I) for prior="gaussian") for this process's rows (float32,
+    whatever the code's dtype). Under torchrun every rank draws the GLOBAL batch's samples and
+    keeps its slice, as the augmentation does: ranks never share prior samples, and the run
+    equals one process on the global batch."""
     world, rank = (dist.get_world_size(), dist.get_rank()) if dist.is_available() and dist.is_initialized() else (1, 0)
     b = shape[0]
-    draws = torch.rand((b * world, *shape[1:]), device=device) * 2 - 1
+    if prior == "gaussian":
+        draws = torch.randn((b * world, *shape[1:]), device=device)
+    else:
+        draws = torch.rand((b * world, *shape[1:]), device=device) * 2 - 1
     return draws[rank * b:(rank + 1) * b]
+
+
+PRIORS = ("uniform", "gaussian")
 
 
 @dataclass(frozen=True)
 class AAEConfig:
     latent_dim: int = 128          # size of the code (as AASAE)
     log_scale: float = 0.0         # fixed log-variance of p(x | z), as VAE and AASAE: sigma = exp(log_scale/2) + 1e-6
+    prior: str = "uniform"         # uniform: tanh-squashed code, prior U(-1,1)^d (Liu et al.) | gaussian: unsquashed, N(0, I)
     disc_hidden: int = 512         # width of the discriminator's two hidden layers
     disc_lr: float = 2e-4          # discriminator Adam learning rate (own optimizer, no schedule)
     gen_lr: float = 2e-4           # encoder-as-generator Adam learning rate (own optimizer, no schedule)
@@ -90,9 +102,13 @@ class AAE(Method):
 
     def __init__(self, cfg: AAEConfig, backbone: Backbone, data: DataInfo) -> None:
         super().__init__(cfg, backbone, data)
+        if cfg.prior not in PRIORS:
+            from bench.errors import UserError
+            raise UserError(f"aae.prior={cfg.prior!r}: choose one of {', '.join(PRIORS)}")
         h = backbone.num_features
+        squash = nn.Tanh() if cfg.prior == "uniform" else nn.Identity()  # no parameters: same init either way
         self.head = nn.Sequential(nn.Linear(h, h), nn.BatchNorm1d(h), nn.ReLU(),
-                                  nn.Linear(h, cfg.latent_dim, bias=False), nn.Tanh())
+                                  nn.Linear(h, cfg.latent_dim, bias=False), squash)
         width, blocks, head_width = decoder_size(cfg.decoder_width, cfg.decoder_blocks, cfg.decoder_head_width, h)
         self.decoder = LatentDecoder(cfg.latent_dim, width, data.size, data.channels, blocks, head_width)
         d = cfg.disc_hidden
@@ -106,7 +122,7 @@ class AAE(Method):
         return [*self.backbone.parameters(), *self.head.parameters()]
 
     def code(self, x: torch.Tensor) -> torch.Tensor:
-        """Deterministic latent code in [-1, 1]^d."""
+        """Deterministic latent code (in [-1, 1]^d under the uniform prior)."""
         return self.head(self.backbone(x))
 
     def training_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, Logs]:
@@ -119,7 +135,7 @@ class AAE(Method):
         """Regularization phase: a discriminator step, then an encoder (generator) step."""
         (x,) = views
         z = self.code(x)
-        prior = _prior_draws(z.shape, z.device)
+        prior = _prior_draws(z.shape, z.device, self.cfg.prior)
         real_logits, fake_logits = self.discriminator(torch.cat([prior, z.detach()])).chunk(2)
         d_loss = discriminator_loss(real_logits, fake_logits)
         self.disc_opt.zero_grad(set_to_none=True)

@@ -111,7 +111,7 @@ def test_torchrun_two_processes_match_one_process_and_resume(tmp_path):
     assert d["train"]["lr"] == s["train"]["lr"]
     # only rank 0 wrote: one run directory, no leftovers of a second writer
     assert sorted(p.name for p in d_dir.iterdir() if not p.name.startswith(".lock")) == \
-        ["checkpoint.pt", "result.json", "train_log.csv"]
+        ["checkpoint.pt", "predictions.npz", "result.json", "train_log.csv"]
 
     d_log, s_log = _log(d_dir), _log(s_dir)
     assert [int(r["step"]) for r in d_log] == [int(r["step"]) for r in s_log] == [1, 2, 3, 4]

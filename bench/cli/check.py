@@ -44,6 +44,10 @@ def main(args: argparse.Namespace) -> int:
     # imported here, not at the top: `bench --help` and the other commands stay light
     from bench.results.check import calibrate, publish, reference_path
     from bench.suites import SUITES
+    from bench.lsi.suites import is_lsi
+    if is_lsi(args.suite):  # an LSI suite: its references are bench/lsi/check.py's
+        from bench.lsi.cli import check_main
+        return check_main(args)
     suite = SUITES.get(args.suite)
     path = reference_path(args.reference, suite.name)
     if args.write_reference is not None:

@@ -21,6 +21,8 @@ def main(args: argparse.Namespace) -> int:
         from bench.suites import SUITES
         for name, s in SUITES.items():
             print(f"{name:14s} {s.dataset:14s} {s.backbone:15s} {s.train.epochs:4d} ep  [{s.target}]  {s.description}")
+        from bench.lsi.cli import list_lines
+        print("\n".join(list_lines()))
     elif args.what == "methods":
         import methods
         for name, cls in list(methods.METHODS.items()) + list(methods.BASELINES.items()):

@@ -14,13 +14,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite-file", type=Path, metavar="FILE.toml",
                    help="your own suite (TOML; `bench list suites --show NAME` prints one to start from)")
     p.add_argument("--methods", help="comma-separated methods/baselines (default: the suite's methods + baselines)")
-    p.add_argument("--seeds", type=positive_int, default=1, help="runs per method, seeds 0..N-1 (default 1)")
+    p.add_argument("--seeds", type=positive_int, help="runs per method, seeds 0..N-1 (default 1; LSI suites: 3)")
     p.add_argument("--epochs", type=positive_int, help="override the suite's training epochs")
     p.add_argument("--out", type=Path, help="results directory (default results/<suite>)")
     p.add_argument("--data-dir", help="where datasets are looked for / downloaded ($BENCH_DATA also works)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--aug", default="shared", choices=["shared", "native"],
                    help="shared: the suite's one pipeline (default); native: each method's own recipe (ablation)")
+    p.add_argument("--ablate", metavar="aug",
+                   help="aug: also retrain each trained method with one augmentation removed at a time, and draw "
+                        "the ablation heatmap and the invariance profile into the leaderboard (bench/ablation.py)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="SCOPE.KEY=VALUE",
                    help="override a config field, e.g. simclr.temperature=0.2, train.batch_size=128, byol.optim.lr=0.5")
     p.add_argument("--no-download", action="store_true", help="never try to download datasets")
@@ -34,6 +37,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from bench.lsi.suites import is_lsi
+    if is_lsi(args.suite):  # an LSI suite (augmentations of a classifier): bench/lsi runs it
+        from bench.lsi.cli import run_main
+        return run_main(args)
+    if args.seeds is None:
+        args.seeds = 1
     from bench import config, report, suites
     from bench.engine import distributed, runner
     from bench.threads import cpu_threads
@@ -54,6 +63,10 @@ def main(args: argparse.Namespace) -> int:
         for n in names:
             methods.get(n)
     specs = suites.expand(suite, names, args.seeds, args.aug)
+    ablate = None
+    if args.ablate:  # planned (and checked) before any training
+        from bench import ablation
+        ablate = ablation.plan(suite, specs, sets, args.ablate, sharded=bool(args.shard))
     if args.shard:
         index, count = distributed.parse_shard(args.shard)
         total, specs = len(specs), distributed.shard(specs, index, count)
@@ -73,6 +86,8 @@ def main(args: argparse.Namespace) -> int:
                               tensorboard=args.tensorboard)
         with cpu_threads(args.threads):
             results = runner.run_suite(suite, specs, opts)
+            if ablate is not None:  # after the full-pipeline runs they are compared with
+                results += ablation.run(suite, ablate, opts)
     finally:
         distributed.teardown()
     if world.rank != 0:  # rank 0 writes everything

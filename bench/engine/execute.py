@@ -19,6 +19,7 @@ from bench.engine.augment import Augment, normalize
 from bench.engine.data import SuiteData, fixed_subset
 from bench.engine.train import CHECKPOINT, TrainContext, TrainFailed, TrainOutcome, save_checkpoint, train
 from bench.errors import UserError
+from bench.eval import intervals
 from bench.eval.evaluate import EvalSet, evaluate, knn_accuracy
 from methods.base import DataInfo, Method
 
@@ -108,7 +109,10 @@ def _execute(run: ResolvedRun, run_dir: Path, data: SuiteData, device: torch.dev
         return result
     t1 = time.perf_counter()
     method.eval()
-    result.update(evaluate(method.encode, data.main, data.transfer, run.eval, aug, device, run.seed))
+    predictions: dict = {}
+    result.update(evaluate(method.encode, data.main, data.transfer, run.eval, aug, device, run.seed, predictions))
+    # per-image correctness -> predictions.npz, and each metric's bootstrap interval (issue #17)
+    result.update(intervals.record(run_dir, predictions["correct"], predictions["labels"]))
     save_reconstructions(method, data, run_dir, device)
     result["timings"] = {"train_s": outcome.train_s, "views_per_s": outcome.views_per_s,
                          "peak_memory_mb": outcome.peak_memory_mb, "peak_memory_kind": outcome.peak_memory_kind,

@@ -18,7 +18,7 @@ import torch
 
 from bench.eval import diagnostics as diag
 from bench.engine.augment import Augment, normalize
-from bench.eval.knn import knn_top1
+from bench.eval.knn import knn_correct, knn_top1
 from bench.eval.probe import linear_probe
 from bench.config import EvalConfig
 
@@ -96,14 +96,16 @@ def evaluate_set(encode, es: EvalSet, cfg: EvalConfig, mean, std, device, seed: 
     sizes = {"train": int(ftr.shape[0]), "test": int(fte.shape[0])}
     common = {"dataset": es.name, "features": "encode(x): backbone output before any head, un-augmented, eval mode",
               "split_sizes": sizes}
-    metrics, protocols = {}, {}
+    metrics, protocols, correct = {}, {}, {}
     for key, kk, t in ((f"{prefix}knn_top1", cfg.knn_k, cfg.knn_t), (f"{prefix}knn20_top1", cfg.knn_k_small, cfg.knn_t_small)):
-        metrics[key] = knn_top1(ftr, ytr, fte, yte, k, k=kk, temperature=t)
+        correct[key] = knn_correct(ftr, ytr, fte, yte, k, k=kk, temperature=t)
+        metrics[key] = 100.0 * correct[key].sum().item() / correct[key].numel()  # = knn_top1
         protocols[key] = {**common, "eval": "kNN", "k": kk, "temperature": t, "similarity": "cosine",
                           "vote": "weighted exp(sim/T)", "bank": "un-augmented train features"}
     grid = cfg.probe_l2_grid()
     res = linear_probe(ftr, ytr, fte, yte, k, grid=grid, val_fraction=cfg.probe_val_fraction, seed=seed)
     metrics[f"{prefix}linear_top1"] = res.top1
+    correct[f"{prefix}linear_top1"] = res.correct
     protocols[f"{prefix}linear_top1"] = {**common, "eval": "linear probe", **res.protocol()}
     if with_label_fractions:
         for frac in cfg.label_fractions:
@@ -112,12 +114,16 @@ def evaluate_set(encode, es: EvalSet, cfg: EvalConfig, mean, std, device, seed: 
             sub = linear_probe(ftr[idx], ytr[idx], fte, yte, k, grid=grid,
                                val_fraction=cfg.probe_val_fraction, seed=seed)
             metrics[key] = sub.top1
+            correct[key] = sub.correct
             protocols[key] = {**common, "eval": f"linear probe on {frac:.0%} of train labels",
                               "label_subset": f"class-balanced, >= {MIN_PER_CLASS} per class, seed {seed}",
                               **sub.protocol()}
     digests = {f"{es.name}/train": features_digest(ftr), f"{es.name}/test": features_digest(fte)}
     prints = {f"{es.name}/train": features_fingerprint(ftr), f"{es.name}/test": features_fingerprint(fte)}
-    return metrics, protocols, {"digests": digests, "fingerprints": prints, "test_features": fte}
+    labels = es.test.labels.cpu().numpy()
+    return metrics, protocols, {"digests": digests, "fingerprints": prints, "test_features": fte,
+                                "correct": {m: c.cpu().numpy() for m, c in correct.items()},
+                                "labels": {m: labels for m in correct}}
 
 
 def knn_accuracy(encode, es: EvalSet, cfg: EvalConfig, mean, std, device: torch.device) -> float:
@@ -147,9 +153,11 @@ def _pct(frac: float) -> str:
 
 
 def evaluate(encode, main: EvalSet, transfer: dict[str, EvalSet | str], cfg: EvalConfig,
-             aug: Augment, device: torch.device, seed: int) -> dict[str, Any]:
+             aug: Augment, device: torch.device, seed: int,
+             predictions: dict[str, dict[str, np.ndarray]] | None = None) -> dict[str, Any]:
     """All evaluations of one encoder. `transfer` maps a target name to its EvalSet, or to
-    the reason it is skipped (e.g. data missing)."""
+    the reason it is skipped (e.g. data missing). `predictions`, when given, is filled with
+    every metric's per-test-image correctness (`correct`) and test labels (`labels`)."""
     mean, std = aug.mean, aug.std
     metrics, protocols, info = evaluate_set(encode, main, cfg, mean, std, device, seed, "", True)
     skipped = {}
@@ -162,6 +170,10 @@ def evaluate(encode, main: EvalSet, transfer: dict[str, EvalSet | str], cfg: Eva
         protocols.update(p)
         info["digests"].update(i["digests"])
         info["fingerprints"].update(i["fingerprints"])
+        info["correct"].update(i["correct"])
+        info["labels"].update(i["labels"])
+    if predictions is not None:
+        predictions.update(correct=info["correct"], labels=info["labels"])
     diagnostics = run_diagnostics(encode, main.test.images, info["test_features"], aug, device, seed)
     return {"metrics": metrics, "protocols": protocols, "diagnostics": diagnostics,
             "transfer_skipped": skipped, "feature_digests": info["digests"],

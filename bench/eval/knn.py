@@ -49,8 +49,23 @@ def knn_top1(
     chunk_size: int = 2048,
 ) -> float:
     """Top-1 accuracy (percent) of :func:`knn_predict` on ``test_labels``."""
+    correct = knn_correct(train_feats, train_labels, test_feats, test_labels, num_classes, k, temperature, chunk_size)
+    return 100.0 * correct.sum().item() / correct.numel()
+
+
+def knn_correct(
+    train_feats: Tensor,
+    train_labels: Tensor,
+    test_feats: Tensor,
+    test_labels: Tensor,
+    num_classes: int,
+    k: int = 200,
+    temperature: float = 0.1,
+    chunk_size: int = 2048,
+) -> Tensor:
+    """Per-test-sample correctness (bool) of :func:`knn_predict`: what :func:`knn_top1` averages,
+    kept per image for the paired tests and intervals (bench/eval/intervals.py)."""
     preds = knn_predict(train_feats, train_labels, test_feats, num_classes, k, temperature, chunk_size)
     if preds.numel() == 0:
         raise ValueError("knn_top1 needs at least one test sample")
-    correct = (preds == test_labels.to(preds.device)).sum().item()
-    return 100.0 * correct / preds.numel()
+    return preds == test_labels.to(preds.device)

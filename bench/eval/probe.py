@@ -52,6 +52,9 @@ class ProbeResult:
     max_iter: int = 200
     tol: float = DEFAULT_TOL
     grid: tuple[float, ...] = field(default=())
+    # per-test-image correctness of the refit probe (bool, on the features' device): the
+    # paired tests and bootstrap intervals of bench/eval/intervals.py use it; not part of the protocol
+    correct: Tensor | None = field(default=None, repr=False)
 
     def protocol(self) -> dict:
         """JSON-serializable description of how ``top1`` was obtained."""
@@ -297,9 +300,11 @@ def linear_probe(
     mean, std = _standardizer(x)
     w, b = fit_logreg((x - mean) / std, train_y, num_classes, l2, max_iter, init, tol)
     test_x = (test_x.to(x.device).float() - mean) / std
-    top1 = _top1(w, b, test_x, test_y)
+    # the same arithmetic as _top1, keeping the per-image correctness
+    correct = (test_x.float() @ w + b).argmax(1) == test_y.to(test_x.device)
+    top1 = 100.0 * correct.sum().item() / len(test_y)
     return ProbeResult(
         top1=top1, l2=l2, val_top1=val_top1, n_train=len(train_x), n_val=n_val, n_test=len(test_x),
         seed=seed, val_fraction=val_fraction, max_iter=max_iter, tol=tol,
-        grid=tuple(float(v) for v in grid),
+        grid=tuple(float(v) for v in grid), correct=correct,
     )

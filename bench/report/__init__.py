@@ -12,7 +12,12 @@ directory, or a parent of several shard directories) and writes, next to the HTM
   reconstructions) and
   the environment;
 - `leaderboard.md` / `leaderboard.csv`: the same tables as Markdown / numbers;
-- `runs.csv`: one row per run (failed ones included, with their reason).
+- `runs.csv`: one row per run (failed ones included, with their reason);
+- `ablation.csv` / `invariance.csv`: when augmentation-ablation runs exist (`bench run --ablate aug`).
+
+Every accuracy carries a 95% interval and every ranked row a tie test against its column's best
+(`uncertainty`); suites that reproduce a published setting show the published numbers beside
+ours (`published`); ablation runs get their own section (`ablation`), not leaderboard rows.
 
 Every string that came from a config or a user (method names, reasons, config values) is
 HTML-escaped. A leaderboard row is one (suite, method, configuration without the seed): runs
@@ -32,7 +37,7 @@ from bench.results import store
 from .frame import (BASELINE, PARADIGMS, Report, cost_frame, fmt, leaderboard, metric_columns, metric_name,
                     metric_sort_key, protocol_rows, runs_frame, variant_suffix)
 from .html import esc, render_html
-from .text import board_csv, md_escape, md_table, render_markdown, terminal_table
+from .text import ablation_csv, board_csv, invariance_csv, md_escape, md_table, render_markdown, terminal_table
 
 __all__ = ["BASELINE", "PARADIGMS", "Report", "board_csv", "cost_frame", "esc", "fmt", "leaderboard", "md_escape",
            "md_table", "metric_columns", "metric_name", "metric_sort_key", "protocol_rows", "render_html",
@@ -48,9 +53,12 @@ def write_report(out_dir: Path, dest: Path | None = None) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     folder = dest.parent
     # the learning curves stay in result.json: a list per cell is no CSV value
-    runs = rep.df.drop(columns=["directory", "setting", "curve"], errors="ignore")
+    runs = rep.all_df.drop(columns=["directory", "setting", "curve"], errors="ignore")
     _write(folder / "runs.csv", runs.to_csv(index=False))
     _write(folder / "leaderboard.csv", board_csv(rep).to_csv(index=False))
+    for name, frame in (("ablation.csv", ablation_csv(rep)), ("invariance.csv", invariance_csv(rep))):
+        if frame is not None:  # only when ablation runs (and their invariance profiles) exist
+            _write(folder / name, frame.to_csv(index=False))
     _write(folder / "leaderboard.md", render_markdown(rep))
     _write(dest, render_html(rep))
     return dest

@@ -9,6 +9,7 @@ read a `$...$` in a method name as mathtext).
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -202,4 +203,55 @@ def diagnostics(df: pd.DataFrame, order: Sequence[str], paradigm_of: dict[str, s
     else:
         a2.set_axis_off()
     fig.tight_layout()
+    return to_png(fig)
+
+
+def ablation_heatmap(table: pd.DataFrame, names: dict[str, str]) -> bytes | None:
+    """Method x removed augmentation: change in top-1 (points) against the full pipeline, one
+    panel per metric (kNN, linear); * = significant (paired test, Holm within the panel)."""
+    _theme()
+    if table is None or table.empty or table["delta"].notna().sum() == 0:
+        return None
+    metrics = [m for m in dict.fromkeys(table["metric"]) if table.loc[table["metric"] == m, "delta"].notna().any()]
+    rows = list(dict.fromkeys(table["label"]))
+    cols = list(dict.fromkeys(table["removed_title"]))
+    vmax = max(1.0, float(table["delta"].abs().max()))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(1.3 * len(cols) * len(metrics) + 3, 0.45 * len(rows) + 1.8),
+                             squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        t = table[table["metric"] == m]
+        grid = t.pivot_table(index="label", columns="removed_title", values="delta", aggfunc="first", sort=False)
+        grid = grid.reindex(index=rows, columns=cols)
+        sig = t.pivot_table(index="label", columns="removed_title", values="significant", aggfunc="first",
+                            sort=False).reindex(index=rows, columns=cols)
+        annot = np.array([[("" if np.isnan(v) else f"{v:+.1f}" + ("*" if bool(s) is True else ""))
+                           for v, s in zip(vr, sr)] for vr, sr in zip(grid.to_numpy(float), sig.to_numpy(object))])
+        with warnings.catch_warnings():  # seaborn's own use of a matplotlib API slated for deprecation
+            warnings.simplefilter("ignore", PendingDeprecationWarning)
+            sns.heatmap(grid.rename(index=plot_label), ax=ax, cmap="vlag_r", center=0.0, vmin=-vmax, vmax=vmax,
+                        annot=annot, fmt="", linewidths=0.5, cbar_kws={"label": "Δ top-1 (points)"})
+        ax.set(title=f"{plot_label(names.get(m, m))}: removed − full", xlabel="augmentation removed", ylabel="")
+    fig.tight_layout()
+    return to_png(fig)
+
+
+def invariance_profile(agg: pd.DataFrame, titles: dict[str, str]) -> bytes | None:
+    """Mean cosine similarity between an image's features and its view's, per augmentation
+    applied alone (and the full pipeline), one bar per method; whiskers = std over seeds."""
+    _theme()
+    if agg is None or agg.empty:
+        return None
+    d = agg.assign(label=agg["label"].map(plot_label), augmentation=agg["augmentation"].map(lambda a: titles.get(a, a)))
+    order = list(dict.fromkeys(d["augmentation"]))
+    labels = list(dict.fromkeys(d["label"]))
+    fig, ax = plt.subplots(figsize=(1.4 * len(order) + 3, 4))
+    width = 0.8 / max(1, len(labels))
+    for i, lab in enumerate(labels):
+        g = d[d["label"] == lab].set_index("augmentation").reindex(order)
+        x = np.arange(len(order)) + (i - (len(labels) - 1) / 2) * width
+        ax.bar(x, g["mean"], width, yerr=g["std"].fillna(0), capsize=2, label=lab)
+    ax.set_xticks(np.arange(len(order)), order)
+    ax.set(ylabel="cosine(features of image, of its view)", xlabel="augmentation applied alone",
+           ylim=(min(0.0, float(d["mean"].min()) - 0.05), 1.02))
+    ax.legend(title="method", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     return to_png(fig)

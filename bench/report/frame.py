@@ -34,6 +34,7 @@ MAIN_ORDER = ("knn_top1", "knn20_top1", "linear_top1")
 TRANSFER_ORDER = ("knn_top1", "knn20_top1", "linear_top1")
 PRIMARY = ("knn_top1", "linear_top1")
 DIAG = ("effective_rank", "alignment", "uniformity", "invariance", "feature_std", "collapsed")
+LO, HI = "__lo", "__hi"  # runs_frame columns <metric>__lo / __hi: a run's stored bootstrap interval
 
 
 # ----------------------------------------------------------------------------- frames
@@ -57,6 +58,10 @@ def runs_frame(results: list[RunRecord]) -> pd.DataFrame:
         }
         for k, v in r.metrics.items():
             row[k] = _num(v)
+        for k, iv in r.intervals.items():  # the run's own 95% bootstrap interval per metric (issue #17)
+            if isinstance(iv, dict):
+                row[k + LO], row[k + HI] = _num(iv.get("lo")), _num(iv.get("hi"))
+        row["predictions"] = r.predictions
         row.update({"train_s": _num(t.get("train_s", train.get("train_s"))),
                     "views_per_s": _num(t.get("views_per_s", train.get("views_per_s"))),
                     "peak_memory_mb": _num(t.get("peak_memory_mb", train.get("peak_memory_mb"))),
@@ -215,6 +220,8 @@ def leaderboard(df: pd.DataFrame, cols: list[str] | None = None) -> pd.DataFrame
             shown = ssl[c + "_mean"].round(2)
             board.loc[ssl.index, c + "_rank"] = shown.rank(ascending=False, method="min")
             board.loc[ssl.index, c + "_best"] = shown == shown.max()
+    from .uncertainty import add_uncertainty
+    add_uncertainty(board, df, cols)  # 95% intervals, and the tie test of every row against its column's best
     primary = next((c for c in cols if c in PRIMARY), cols[0] if cols else None)
     group_pos = {p: i for i, p in enumerate(PARADIGMS)}
     board["_suite_pos"] = board["suite"].map({s: i for i, s in enumerate(dict.fromkeys(board["suite"]))})
@@ -263,12 +270,29 @@ def variant_suffix(method: Any, variant: Any) -> str:
 # ----------------------------------------------------------------------------- context
 
 class Report:
-    """Everything the HTML, Markdown and CSV outputs are made from."""
+    """Everything the HTML, Markdown and CSV outputs are made from.
+
+    `results`/`df`: the leaderboard's runs. Runs recognised as augmentation ablations of a
+    full-pipeline row (bench/ablation.py `detect`) are kept apart (`ablation_results`,
+    `ablation_df`, labelled "<full row> − <augmentation>") for the ablation section;
+    `all_results` holds both."""
 
     def __init__(self, results: list[RunRecord], source: Path) -> None:
-        self.results = results
+        from bench.ablation import TITLES, detect
+        self.all_results = results
         self.source = source
-        self.df = runs_frame(results)
+        abl = detect([r.config.to_json() for r in results])
+        self.results = [r for i, r in enumerate(results) if i not in abl]
+        self.df = runs_frame(self.results)
+        position = {id(r): i for i, r in enumerate(self.results)}
+        ablated = sorted(abl)
+        self.ablation_results = [results[i] for i in ablated]
+        self.ablation_df = runs_frame(self.ablation_results)
+        if not self.ablation_df.empty:
+            full = [self.df["label"].iloc[position[id(results[abl[i][0]])]] for i in ablated]
+            self.ablation_df["full_label"] = full
+            self.ablation_df["removed"] = [abl[i][1] for i in ablated]
+            self.ablation_df["label"] = [f"{f} − {TITLES[abl[i][1]]}" for f, i in zip(full, ablated)]
         self.cols = metric_columns(self.df, results)
         self.protocols = self._protocol_samples()
         self.names = {c: metric_name(c, self.protocols) for c in self.cols}
@@ -287,9 +311,17 @@ class Report:
         return out
 
     @property
+    def all_df(self) -> pd.DataFrame:
+        """Every run: the leaderboard's and the ablation's."""
+        if self.ablation_df.empty:
+            return self.df
+        return pd.concat([self.df, self.ablation_df], ignore_index=True)
+
+    @property
     def failed(self) -> pd.DataFrame:
-        """The runs that did not finish with status ok (failed or diverged)."""
-        return self.df[self.df["status"] != "ok"]
+        """The runs that did not finish with status ok (failed or diverged), ablation runs included."""
+        df = self.all_df
+        return df[df["status"] != "ok"]
 
     def title(self) -> str:
         """The page title: every suite in the results."""

@@ -25,8 +25,13 @@ import jinja2
 import pandas as pd
 from markupsafe import Markup
 
+from bench.eval import intervals as iv
+
+from . import ablation as abl
 from .frame import (BASELINE, PARADIGMS, RECON_PARADIGMS, Report, common_fields, cost_frame, fmt, fmt_g, fmt_num,
                     pretty, protocol_rows, short, summarize, variant_suffix)
+from .published import published, row_entries
+from .uncertainty import fmt_ci, missing_tests, tie_title
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -107,22 +112,37 @@ def _figures(rep: Report) -> dict[str, Figure | None]:
     out["transfer"] = _figure("transfer accuracy per method", figures.accuracy_bars, rep.df, transfer, rep.names,
                               order) if transfer else None
     out["curves"] = _figure("learning curves", figures.learning_curves, rep.df, order)
+    table = abl.ablation_table(rep)
+    out["ablation"] = (_figure("augmentation ablation heatmap", figures.ablation_heatmap, table, rep.names)
+                       if table is not None else None)
+    inv = abl.invariance_table(rep)
+    out["invariance"] = (_figure("invariance profile", figures.invariance_profile, inv[0],
+                                 {a: abl.aug_title(a) for a in set(inv[0]["augmentation"])})
+                         if inv is not None else None)
     return out
 
 
 # ----------------------------------------------------------------------------- sections
 
 def _score(r: pd.Series, c: str) -> dict[str, Any]:
-    """One leaderboard cell: mean ± std, n when it differs from the row's, best and rank."""
+    """One leaderboard cell: mean ± std, n when it differs from the row's, best, the 95% interval,
+    the tie mark (not significantly different from the column's best) and the rank (shared by
+    the best and the rows tied with it)."""
     n = int(r.get(c + "_n") or 0)
-    rank = r.get(c + "_rank")
+    rank = r.get(c + "_sig_rank", r.get(c + "_rank"))
+    method = r.get(c + "_ci_method")
     return {"text": fmt(r.get(c + "_mean"), r.get(c + "_std"), n), "n": n if n and n != int(r["n"]) else None,
             "best": bool(r.get(c + "_best")),
+            "ci": fmt_ci(r.get(c + "_ci_lo"), r.get(c + "_ci_hi")),
+            "ci_title": f"95% interval: {method}" if isinstance(method, str) and method else "",
+            "tie": tie_title(r, c),
             "rank": int(rank) if isinstance(rank, float) and not math.isnan(rank) else None}
 
 
 def leaderboard_rows(rep: Report) -> list[dict[str, Any]]:
-    """The leaderboard's rows in display order: suite and paradigm headings, then method rows."""
+    """The leaderboard's rows in display order: suite and paradigm headings, then method rows
+    (each with its published numbers, when its suite carries some)."""
+    entries, _ = published(rep)
     rows: list[dict[str, Any]] = []
     multi = len(rep.suites) > 1
     last_suite, last_group = None, None
@@ -140,8 +160,58 @@ def leaderboard_rows(rep: Report) -> list[dict[str, Any]]:
         rows.append({"kind": "method", "cls": " ".join(cls), "method": r["method"], "suite": r["suite"],
                      "paradigm": r["paradigm"], "label": r["label"], "variant": variant, "failed": int(r["failed"]),
                      "n": int(r["n"]), "runs": int(r["runs"]) if r["runs"] != r["n"] else None,
-                     "cells": [_score(r, c) for c in rep.cols]})
+                     "cells": [_score(r, c) for c in rep.cols],
+                     "published": [e.text for e in row_entries(entries, str(r["suite"]), str(r["method"]))]})
     return rows
+
+
+def published_sources(rep: Report) -> list[dict[str, Any]]:
+    """The numbered sources of the published column, with the protocol differences they state."""
+    _, sources = published(rep)
+    return [{"number": s.number, "suite": s.suite, "source": s.source, "differences": s.differences} for s in sources]
+
+
+def uncertainty_notes(rep: Report) -> list[str]:
+    """Rows whose runs stored no per-image predictions (older results): no tie test for one seed."""
+    return missing_tests(rep.board, rep.cols)
+
+
+def ablation_section(rep: Report) -> dict[str, Any] | None:
+    """The augmentation-ablation tables (None when no ablation runs are stored)."""
+    table = abl.ablation_table(rep)
+    inv = abl.invariance_table(rep)
+    if table is None and inv is None:
+        return None
+    out: dict[str, Any] = {"rows": [], "invariance": None, "names": [rep.names.get(m, m) for m in abl.METRICS]}
+    if table is not None:
+        for _, w in abl.ablation_wide(table).iterrows():
+            cells = []
+            for m in abl.METRICS:
+                n = w.get(m + "_n")
+                has = bool(pd.notna(n)) and float(n) > 0
+                p = w.get(m + "_p")
+                cells.append({"full": f"{w[m + '_full']:.2f}" if has else "–",
+                              "ablated": f"{w[m + '_ablated']:.2f}" if has else "–",
+                              "delta": f"{w[m + '_delta']:+.2f}" if has else "–",
+                              "significant": bool(w.get(m + "_significant")) if has else False,
+                              "p": f"{float(p):.3g}" if pd.notna(p) else "–",
+                              "test": w.get(m + "_test") or ""})
+            n = w.get(abl.METRICS[0] + "_n")
+            out["rows"].append({"method": w["method"], "label": w["label"], "removed": w["removed_title"],
+                                "n": int(n) if pd.notna(n) else 0, "cells": cells})
+    if inv is not None:
+        agg, protocol = inv
+        augs = list(dict.fromkeys(agg["augmentation"]))
+        rows = []
+        for label, g in agg.groupby("label", sort=False):
+            by = g.set_index("augmentation")
+            rows.append({"label": label, "method": g["method"].iloc[0],
+                         "cells": [fmt(by.at[a, "mean"], by.at[a, "std"], int(by.at[a, "n"])) if a in by.index else "–"
+                                   for a in augs]})
+        out["invariance"] = {"head": [abl.aug_title(a) for a in augs], "rows": rows,
+                             "protocol": pretty({k: v for k, v in protocol.items() if k != "pipelines"}),
+                             "pipelines": [(abl.aug_title(a), d) for a, d in (protocol.get("pipelines") or {}).items()]}
+    return out
 
 
 def rankings(rep: Report) -> list[dict[str, Any]]:
@@ -153,9 +223,12 @@ def rankings(rep: Report) -> list[dict[str, Any]]:
             if b.empty:
                 continue
             b = b.sort_values(c + "_mean", ascending=False, kind="stable")
-            rows = [{"rank": str(int(r[c + "_rank"])) if not math.isnan(r[c + "_rank"]) else "–",
+            shared = int((b[c + "_sig_rank"] == 1).sum())  # the best and the rows tied with it share rank 1
+            rows = [{"rank": (str(int(r[c + "_sig_rank"])) + ("=" if r[c + "_sig_rank"] == 1 and shared > 1 else ""))
+                     if not math.isnan(r[c + "_sig_rank"]) else "–",
                      "cls": "baseline" if r["paradigm"] == BASELINE else "method", "method": r["method"],
                      "label": r["label"], "value": fmt(r[c + "_mean"], r[c + "_std"], int(r[c + "_n"])),
+                     "ci": fmt_ci(r[c + "_ci_lo"], r[c + "_ci_hi"]) or "–", "tie": tie_title(r, c),
                      "best": bool(r[c + "_best"]), "n": int(r[c + "_n"])} for _, r in b.iterrows()]
             out.append({"metric": c, "name": rep.names[c], "suite": suite, "rows": rows})
     return out
@@ -163,7 +236,7 @@ def rankings(rep: Report) -> list[dict[str, Any]]:
 
 def failed_rows(rep: Report) -> list[dict[str, Any]]:
     """Failed and diverged runs: reason, where training stopped, traceback when stored."""
-    by_id = {r.run_id: r for r in rep.results}
+    by_id = {r.run_id: r for r in rep.all_results}
     rows = []
     for _, r in rep.failed.iterrows():
         where = ""
@@ -300,7 +373,7 @@ def environment_rows(rep: Report) -> list[tuple[str, str]]:
             ("Packages", " | ".join(pretty(p) for p in uniq("packages")) or "–"),
             ("Machine", " | ".join(pretty(m) for m in uniq("machine")) or "–"),
             ("Devices", ", ".join(devices) or "–"),
-            ("Results read from", f"{rep.source} ({len(rep.results)} result.json files)")]
+            ("Results read from", f"{rep.source} ({len(rep.all_results)} result.json files)")]
 
 
 # ----------------------------------------------------------------------------- page
@@ -313,6 +386,8 @@ def render_html(rep: Report) -> str:
         "runs": len(rep.df), "ok": n_ok, "bad": len(rep.df) - n_ok, "rows": len(rep.order),
         "when": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "leaderboard": leaderboard_rows(rep), "rankings": rankings(rep), "failed": failed_rows(rep),
+        "published_sources": published_sources(rep), "uncertainty": iv.describe(),
+        "no_predictions": uncertainty_notes(rep), "ablation": ablation_section(rep),
         "skipped": skipped_evaluations(rep), "cost": cost_rows(rep),
         # the chosen L2 of each method on its own line
         "protocols": [{**p, "l2": p["l2"].split("\n")} for p in protocol_rows(rep)],

@@ -45,6 +45,10 @@ class RunRecord:
     augmentation: str = ""
     metrics: dict[str, float] = field(default_factory=dict)      # top-1 % per metric
     protocols: dict[str, dict[str, Any]] = field(default_factory=dict)  # how each metric was made
+    # 95% bootstrap interval of each metric over the test images (bench/eval/intervals.py);
+    # empty in results made before issue #17
+    intervals: dict[str, dict[str, Any]] = field(default_factory=dict)
+    predictions: str | None = None     # file in the run directory with per-test-image correctness (None: not stored)
     diagnostics: dict[str, Any] = field(default_factory=dict)
     transfer_skipped: dict[str, str] = field(default_factory=dict)
     feature_digests: dict[str, str] = field(default_factory=dict)
@@ -113,7 +117,7 @@ class RunRecord:
         return cls(**{k: (_empty(k) if v is None and k not in _NULLABLE else v) for k, v in kept.items()})
 
 
-_NULLABLE = {"reason", "traceback", "python", "git_commit", "curve_protocol"}
+_NULLABLE = {"reason", "traceback", "python", "git_commit", "curve_protocol", "predictions"}
 
 
 def _empty(name: str) -> Any:
