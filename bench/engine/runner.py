@@ -165,7 +165,7 @@ def _attempt(suite, spec, tag, data, device, opts, seen) -> tuple[Any, Any]:
                 tensorboard.write_run(payload, run_dir, opts.out / "tensorboard")
             return payload, None
         if opts.rank == 0 and payload is not None:  # keep the failed attempt's record; never overwrite silently
-            _keep_previous(run_dir)
+            store.keep_aside(run_dir / store.RESULT)
         _say(opts, f"{tag} {run_dir.name}: training {spec.method} (seed {spec.seed}) on {device_name(device)}"
                    + (f" x {opts.world_size} processes" if opts.world_size > 1 else ""))
         result = execute(run, run_dir, data, device, opts.world_size, opts.rank)
@@ -182,14 +182,6 @@ def _attempt(suite, spec, tag, data, device, opts, seen) -> tuple[Any, Any]:
                        f"{tensorboard.write_run(record, run_dir, opts.out / 'tensorboard')}")
         distributed.barrier()  # the other ranks wait while rank 0 evaluates and writes
         return record, None
-
-
-def _keep_previous(run_dir: Path) -> None:
-    path = run_dir / store.RESULT
-    n = 1
-    while (run_dir / f"result.attempt{n}.json").exists():
-        n += 1
-    path.rename(run_dir / f"result.attempt{n}.json")
 
 
 def _summary(result: store.RunRecord) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from typing import Any
 
 
 def knn_predict(
@@ -38,18 +39,10 @@ def knn_predict(
     return torch.cat(preds)
 
 
-def knn_top1(
-    train_feats: Tensor,
-    train_labels: Tensor,
-    test_feats: Tensor,
-    test_labels: Tensor,
-    num_classes: int,
-    k: int = 200,
-    temperature: float = 0.1,
-    chunk_size: int = 2048,
-) -> float:
-    """Top-1 accuracy (percent) of :func:`knn_predict` on ``test_labels``."""
-    correct = knn_correct(train_feats, train_labels, test_feats, test_labels, num_classes, k, temperature, chunk_size)
+def knn_top1(train_feats: Tensor, train_labels: Tensor, test_feats: Tensor, test_labels: Tensor, num_classes: int,
+             **options: Any) -> float:
+    """Top-1 accuracy (percent) of :func:`knn_predict` on ``test_labels`` (options: k, temperature, chunk_size)."""
+    correct = knn_correct(train_feats, train_labels, test_feats, test_labels, num_classes, **options)
     return 100.0 * correct.sum().item() / correct.numel()
 
 

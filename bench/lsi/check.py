@@ -298,13 +298,7 @@ def calibrate(suite: LSISuite, path: Path, dirs: list[Path]) -> int:
         "reference_threads": ref_threads,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    reference["tolerance_source"] = "measured (see calibration)"
-    store.write_json(path, reference)
-    print(format_calibration(reference))
-    checked = sum(e.get("checked", True) for ms in reference["methods"].values() for e in ms.values())
-    total = sum(len(ms) for ms in reference["methods"].values())
-    print(f"calibrated {path}: {checked} of {total} metrics checked, {total - checked} published but too noisy to "
-          f"check (tolerance > {tolerance.MAX_USEFUL:g} points)")
+    ref_check.write_calibrated(path, reference, format_calibration(reference))
     return 0
 
 

@@ -5,7 +5,7 @@ residual decoder, all with the suite's `lsi.latent_dim`:
 
 - `aae-uniform`: methods/aae.py as it is (tanh-squashed code, prior U(-1, 1)^d; Liu et al.);
 - `aae-gaussian`: the same AAE with `prior="gaussian"` (code not squashed, prior N(0, I));
-- `vae`: methods/vae.py; LSI interpolates the posterior means.
+- `vae`: methods/vae.py with KL weight `lsi.vae_kl_coeff` (0.1); LSI interpolates the posterior means.
 
 A generator is trained once, before any classifier, on the suite's train split only and
 without its labels, by the harness itself (`bench.engine.execute.build_method` +
@@ -41,7 +41,7 @@ from methods.base import Method
 GENERATORS: dict[str, tuple[str, dict[str, Any]]] = {
     "aae-uniform": ("aae", {"prior": "uniform"}),
     "aae-gaussian": ("aae", {"prior": "gaussian"}),
-    "vae": ("vae", {}),
+    "vae": ("vae", {}),    # + kl_coeff = the suite's lsi.vae_kl_coeff
 }
 RECORD = "generator.json"
 
@@ -49,6 +49,8 @@ RECORD = "generator.json"
 def generator_run(suite: LSISuite, kind: str) -> ResolvedRun:
     """The full resolved config a generator is built and trained from (its hash keys the cache)."""
     name, extra = GENERATORS[kind]
+    if name == "vae":
+        extra = {**extra, "kl_coeff": suite.lsi.vae_kl_coeff}
     cls = methods.get(name)
     cfg = replace(cls.Config(), latent_dim=suite.lsi.latent_dim, **extra)
     optim = cls.optim
@@ -118,7 +120,7 @@ def prepare(suite: LSISuite, kind: str, data: LSIData, out: Path, device: torch.
         _say(f"generator {kind}: cached ({gdir}), trained in {record['train_s']:.1f}s")
     else:
         if record is not None:  # a failed attempt: keep its record, never overwrite it silently
-            (gdir / RECORD).rename(_free(gdir / "generator.attempt.json"))
+            store.keep_aside(gdir / RECORD)
         _say(f"generator {kind}: training {run.method} ({_describe(run)}) on {len(data.train)} train images, "
              f"no labels, {run.train.epochs} epochs, on {device_name(device)}")
         aug = Augment(run.aug, data.info.size, data.info.channels, data.info.mean, data.info.std).to(device)
@@ -184,13 +186,6 @@ def _read(gdir: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-
-
-def _free(path: Path) -> Path:
-    n = 1
-    while (p := path.with_name(f"{path.stem}{n}{path.suffix}")).exists():
-        n += 1
-    return p
 
 
 def _say(msg: str) -> None:

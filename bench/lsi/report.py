@@ -130,7 +130,8 @@ class LSIReport:
             out.append({"kind": kind, "method": g.get("method"), "status": g.get("status"),
                         "train_s": "–" if g.get("train_s") is None else f"{g['train_s']:.1f}",
                         "steps": g.get("steps"), "epochs": g.get("epochs"), "images": g.get("train_images"),
-                        "latent": cfg.get("latent_dim"), "cached": "yes" if g.get("cached") else "no (trained now)",
+                        "latent": cfg.get("latent_dim") if "kl_coeff" not in cfg else
+                        f"{cfg.get('latent_dim')} (KL weight {cfg['kl_coeff']:g})", "cached": "yes" if g.get("cached") else "no (trained now)",
                         "losses": losses, "key": (g.get("key") or "")[:10], "device": g.get("device"),
                         "reason": g.get("reason")})
         return out

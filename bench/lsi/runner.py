@@ -208,7 +208,7 @@ def run_lsi_suite(suite: LSISuite, opts: LSIOptions) -> list[dict[str, Any]]:
             records.append(existing)
             continue
         if existing is not None:  # keep the failed attempt's record; never overwrite silently
-            (run_dir / RESULT).rename(_free(run_dir / "result.attempt.json"))
+            store.keep_aside(run_dir / RESULT)
         if gen is not None and not gen.ok:
             record = _header(cfg, rid) | {"status": "failed", "reason": f"generator {gen.kind} did not train: "
                                                                            f"{gen.record.get('reason')}"}
@@ -298,13 +298,6 @@ def _generator_summary(g: Trained) -> dict[str, Any]:
             "steps": r.get("steps"), "epochs": r.get("epochs"), "train_images": r.get("train_images"),
             "device": r.get("device"), "final_losses": r.get("final_losses", {}),
             "method": r.get("config", {}).get("method"), "method_config": r.get("config", {}).get("method_config")}
-
-
-def _free(path: Path) -> Path:
-    n = 1
-    while (p := path.with_name(f"{path.stem}{n}{path.suffix}")).exists():
-        n += 1
-    return p
 
 
 def _say(msg: str) -> None:

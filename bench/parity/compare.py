@@ -62,7 +62,7 @@ def knn(encoder: Any, data: SuiteData, q: Query, k: int, t: float, device: torch
     mean, std = data.info.mean, data.info.std
     bank = extract_features(encoder, data.main.train.images, mean, std, device)
     feats = extract_features(encoder, q.images, mean, std, device)
-    return knn_top1(bank, data.main.train.labels.to(device), feats, q.labels.to(device), data.info.num_classes, k, t)
+    return knn_top1(bank, data.main.train.labels.to(device), feats, q.labels.to(device), data.info.num_classes, k=k, temperature=t)
 
 
 def decoder_numbers(method: Method) -> dict[str, int]:

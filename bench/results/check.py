@@ -446,16 +446,20 @@ def calibrate(suite, path: Path, dirs: list[Path]) -> int:
         "git_commits": sorted({str(r.git_commit) for r in results}),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    write_calibrated(path, reference, format_calibration(reference) + "\n\n" + calibration_summary(reference))
+    return 0
+
+
+def write_calibrated(path: Path, reference: dict[str, Any], report: str) -> None:
+    """Store a reference whose tolerances were just measured, print `report` and what is checked."""
+    from bench.results import store, tolerance
     reference["tolerance_source"] = "measured (see calibration)"
     store.write_json(path, reference)
-    print(format_calibration(reference))
-    print()
-    print(calibration_summary(reference))
+    print(report)
     checked = sum(e.get("checked", True) for ms in reference["methods"].values() for e in ms.values())
     total = sum(len(ms) for ms in reference["methods"].values())
     print(f"calibrated {path}: {checked} of {total} metrics checked, "
           f"{total - checked} published but too noisy to check (tolerance > {tolerance.MAX_USEFUL:g} points)")
-    return 0
 
 
 def calibration_summary(reference: dict[str, Any]) -> str:

@@ -140,6 +140,16 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def keep_aside(path: Path) -> Path:
+    """Rename a failed attempt's record `<stem>.json` to the first free `<stem>.attempt<N>.json`
+    beside it, so that a re-run never overwrites it; returns the new path."""
+    n = 1
+    while (aside := path.with_name(f"{path.stem}.attempt{n}{path.suffix}")).exists():
+        n += 1
+    path.rename(aside)
+    return aside
+
+
 def read_result(run_dir: Path) -> RunRecord | None:
     """The record in `run_dir`, None if there is none; UserError if it is unreadable."""
     path = run_dir / RESULT
