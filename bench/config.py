@@ -191,9 +191,16 @@ class ResolvedRun:
         return d
 
     def section(self, name: str) -> dict[str, Any]:
-        """One of SECTIONS as a plain dict."""
+        """One of SECTIONS as a plain dict. A field declared with `added_field(default)` is left
+        out while it holds that default, so adding it changed no earlier run's id."""
         v = getattr(self, name)
-        return dataclasses.asdict(v) if dataclasses.is_dataclass(v) else dict(v)
+        if not dataclasses.is_dataclass(v):
+            return dict(v)
+        d = dataclasses.asdict(v)
+        for f in dataclasses.fields(v):
+            if f.metadata.get(ADDED_FIELD) and d.get(f.name) == f.default:
+                del d[f.name]
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any], method_config: type | None = None) -> "ResolvedRun":
@@ -226,6 +233,15 @@ class ResolvedRun:
         """Equal as stored (JSON), the comparison `bench check` makes."""
         return json.dumps(self.to_json(), sort_keys=True, default=str) == \
             json.dumps(other.to_json(), sort_keys=True, default=str)
+
+
+ADDED_FIELD = "ssl-bench-added-field"
+
+
+def added_field(default: Any) -> Any:
+    """A config field added after runs were published: stored (and hashed into the run id) only
+    when it differs from `default`, so runs made before it existed keep their ids."""
+    return field(default=default, metadata={ADDED_FIELD: True})
 
 
 def from_dict(cls: type, d: dict[str, Any]) -> Any:

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.backbones import Backbone
+from bench.config import added_field
 from methods.autoencoder import LatentDecoder, decoder_size, gaussian_nll
 from methods.base import CLEAN, DataInfo, Method, OptimConfig, register, Logs
 
@@ -80,7 +81,9 @@ PRIORS = ("uniform", "gaussian")
 class AAEConfig:
     latent_dim: int = 128          # size of the code (as AASAE)
     log_scale: float = 0.0         # fixed log-variance of p(x | z), as VAE and AASAE: sigma = exp(log_scale/2) + 1e-6
-    prior: str = "uniform"         # uniform: tanh-squashed code, prior U(-1,1)^d (Liu et al.) | gaussian: unsquashed, N(0, I)
+    # uniform: tanh-squashed code, prior U(-1,1)^d (Liu et al.) | gaussian: unsquashed, N(0, I); stored only when
+    # not "uniform", so AAE runs made before the field existed keep their run ids
+    prior: str = added_field("uniform")
     disc_hidden: int = 512         # width of the discriminator's two hidden layers
     disc_lr: float = 2e-4          # discriminator Adam learning rate (own optimizer, no schedule)
     gen_lr: float = 2e-4           # encoder-as-generator Adam learning rate (own optimizer, no schedule)

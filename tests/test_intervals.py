@@ -191,8 +191,11 @@ def test_a_damaged_predictions_file_means_no_tie_not_a_crash(tmp_path, capsys):
     same = _pattern(0.8, 0)
     _run("byol", 0, same, tmp_path)
     _run("simclr", 0, same, tmp_path)
-    (tmp_path / "runs" / "simclr-s0-cifar10-all-200" / iv.PREDICTIONS).write_bytes(b"not a zip")
-    b = _board(tmp_path)
-    assert b["knn_top1_tied"].isna().all()
-    assert "cannot be read" in capsys.readouterr().err
+    path = tmp_path / "runs" / "simclr-s0-cifar10-all-200" / iv.PREDICTIONS
+    whole = path.read_bytes()
+    for damaged in (b"not a zip", whole[:len(whole) // 2]):  # not an archive; an archive cut short
+        path.write_bytes(damaged)
+        b = _board(tmp_path)
+        assert b["knn_top1_tied"].isna().all()
+        assert "cannot be read" in capsys.readouterr().err
 

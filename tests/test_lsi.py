@@ -153,6 +153,14 @@ def test_aae_prior_field_keeps_the_default_and_switches_squash_and_prior():
         assert n == "_extra_state" or torch.equal(a, b)
     with pytest.raises(UserError, match="prior"):
         build(AAEConfig(prior="laplace"))
+    # the field is stored only when not the default: AAE runs made before it existed keep their run ids
+    from bench.config import RunSpec
+    from bench.suites import SUITES, resolve
+    default = resolve(SUITES.get("fmnist-ci"), RunSpec("fmnist-ci", "aae", 0, "shared"), {})
+    gaussian = resolve(SUITES.get("fmnist-ci"), RunSpec("fmnist-ci", "aae", 0, "shared"), {"aae": {"prior": "gaussian"}})
+    assert "prior" not in default.to_json()["method_config"] and default.method_config.prior == "uniform"
+    assert default.run_id == "aae-s0-1ca69b00b0"  # its id before the field was added (git 96d0ddf)
+    assert gaussian.to_json()["method_config"]["prior"] == "gaussian" and gaussian.run_id != default.run_id
 
 
 @pytest.fixture(scope="module")
@@ -254,7 +262,22 @@ def test_a_classifier_batch_holds_b_real_plus_r_b_generated_images():
     batch, targets = model.batch(x, labels)
     assert batch.shape[0] == 12 and torch.equal(batch[:8], x)
     assert torch.equal(targets[:8], torch.eye(3)[labels])
-    assert not any(n.startswith("_codec") for n, _ in model.named_parameters())  # the generator is not trained
+
+    class Codec(torch.nn.Module):  # a generator WITH parameters: none of them may reach the optimizer
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = torch.nn.Linear(16, 16)
+
+        def encode(self, x: torch.Tensor) -> torch.Tensor:
+            return self.proj(x.flatten(1))
+
+        def decode(self, z: torch.Tensor) -> torch.Tensor:
+            return z.view(-1, 1, 4, 4)
+    codec = Codec()
+    with_codec = Classifier(cfg, backbones.get("resnet-tiny-s1").build(1, 4), info, codec)
+    generator_params = {id(p) for p in codec.parameters()}
+    assert generator_params and not generator_params & {id(p) for p in with_codec.parameters()}
+    assert len(list(with_codec.parameters())) == len(list(model.parameters()))
 
 
 # ----------------------------------------------------------------------------- CLI and check

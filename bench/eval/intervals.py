@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Hashable, Mapping, Sequence
@@ -148,7 +149,7 @@ def load_predictions(run_dir: Path | None, name: str | None = PREDICTIONS) -> Pr
         with np.load(path) as z:
             correct = {k[len("correct."):]: z[k] for k in z.files if k.startswith("correct.")}
             labels = {k[len("labels."):]: z[k] for k in z.files if k.startswith("labels.")}
-    except (OSError, ValueError, EOFError) as e:  # a damaged file: no intervals, not a crash
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:  # damaged: no tie test, not a crash
         import sys
         print(f"warning: {path} cannot be read ({type(e).__name__}); its run shows no tie test", file=sys.stderr)
         return None

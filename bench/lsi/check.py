@@ -246,6 +246,8 @@ def _fresh_out(given: Path | None, suite_name: str) -> Path:
     if given is None:
         return Path(tempfile.mkdtemp(prefix=f"bench-check-{suite_name}-"))
     out = Path(given)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out '{out}' is a file; bench check needs an empty or new directory")
     if out.exists() and any(out.iterdir()):
         raise UserError(f"--out '{out}' is not empty; bench check re-runs from scratch (generators included), so "
                         "choose an empty or new directory (or leave --out out for a fresh temporary one)")

@@ -31,7 +31,7 @@ import methods
 from bench.config import EvalConfig, ResolvedRun
 from bench.engine.augment import Augment
 from bench.engine.execute import build_method, device_name
-from bench.engine.train import CHECKPOINT, TrainContext, load_checkpoint, train
+from bench.engine.train import CHECKPOINT, TrainContext, TrainFailed, TrainOutcome, load_checkpoint, train
 from bench.lsi.data import LSIData
 from bench.lsi.suites import LSISuite
 from bench.results import store
@@ -128,7 +128,12 @@ def prepare(suite: LSISuite, kind: str, data: LSIData, out: Path, device: torch.
         ctx = TrainContext(run_dir=gdir, device=device, seed=run.seed, spec_hash=key)
         # no labels reach the generator: it is trained on the (unlabeled) train images only
         unlabeled = torch.full_like(data.train_labels, -1)
-        outcome = train(method, data.train_images, unlabeled, aug, run.train, run.optim, ctx)
+        try:
+            outcome = train(method, data.train_images, unlabeled, aug, run.train, run.optim, ctx)
+        except TrainFailed as e:  # a crash is recorded like a divergence: its rows fail, the suite goes on
+            cause = e.__cause__ or e
+            outcome = TrainOutcome(status="failed", step=e.step,
+                                   reason=f"{type(cause).__name__}: {cause}".splitlines()[0][:500])
         record = {"kind": kind, "key": key, "status": outcome.status, "reason": outcome.reason,
                   "config": run.to_json(), "spec_hash": run.spec_hash, "train_images": len(data.train),
                   "train_digest": data.train_digest(), "train_s": outcome.train_s, "steps": outcome.step,

@@ -21,8 +21,10 @@ encoded by the generator in eval mode; z_lam = lam*z_i + (1-lam)*z_j. No test im
   "looks like a prior sample" for encoded codes and for codes z_lam, lam ~ U(0, 1).
 - `critic_acc`: a two-sample test: logistic regression on the standardized features [z, z^2]
   (so it can see a radial hole) trained on half of {encoded codes} vs {interpolated codes,
-  lam ~ U(0, 1)} and scored on the other half (2-fold, balanced). 50% = interpolated codes
-  are indistinguishable from encoded ones, 100% = they live elsewhere.
+  lam ~ U(0, 1)} and scored on the other half (2-fold, balanced). 100% = they live elsewhere.
+  50% is NOT the no-hole value: blending two independent codes shrinks their spread under any
+  prior (the blend of two U(-1, 1) draws is not uniform), so a critic on [z, z^2] beats 50% even
+  when the codes match their prior exactly. Compare it between generators, not with 50%.
 
 (b) in image space
 - `nn_rec`, `nn_mid`: mean L2 distance (pixels in [0, 1]) from the decoding of a code to its

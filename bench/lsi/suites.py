@@ -96,7 +96,7 @@ LSI_SUITES.register("lsi-quick", LSISuite(
     # AAE's 2e-4): at that rate a few hundred steps leave an autoencoder that knows little beyond the mean image
     generator_train=TrainConfig(epochs=5, batch_size=32, warmup_epochs=1),
     generator_lr=1e-3,
-    # brightness/contrast jitter and RandomResizedCrop at scale 1 (aspect ratio only): on a held-out 20% of
+    # brightness/contrast jitter and RandomResizedCrop at scale 1 (the whole image: no crop): on a held-out 20% of
     # train the crop scales 0.4 / 0.7 / 1 gave 32.6 / 56.2 / 92.4 % (3 epochs of 32; no augmentation 96.9)
     aug=AugConfig(crop_scale_min=1.0, hflip_p=0.0),
     lsi=LSIConfig(latent_dim=8),
@@ -116,7 +116,7 @@ LSI_SUITES.register("lsi-fmnist", LSISuite(
     classifier_lr=0.1,
     generator_train=TrainConfig(epochs=8, batch_size=64, warmup_epochs=1),
     generator_lr=1e-3,
-    # the fmnist-* recipe's flips and jitter with RandomResizedCrop at scale 1 (aspect ratio only): trained on a
+    # the fmnist-* recipe's flips and jitter with RandomResizedCrop at scale 1 (the whole image: no crop): trained on a
     # 5k subset for 2 epochs of 64 and scored on 2k other train images, the crop scales 0.2 / 0.6 / 1 gave
     # 42.0 / 56.2 / 66.5 % at 100% labels and 45.6 / 50.3 / 44.6 % at 1% (mean 43.8 / 53.3 / 55.5)
     aug=AugConfig(crop_scale_min=1.0),
