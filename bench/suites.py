@@ -52,16 +52,17 @@ SUITES.register("fmnist-all", Suite(
     target="gpu",
 ))
 # What the literature reports for CIFAR-10 with the shared ResNet-18 (sources checked in the
-# repositories named; /work/shared/PROTOCOLS.md "Published numbers"). Data, not our results: the
+# repositories named; the project brief's PROTOCOLS.md, "Published numbers"). Data, not our results: the
 # report shows them in their own column with how each protocol differs from this suite's
 # (final checkpoint, kNN k=200 T=0.1, offline L-BFGS probe, ResNet-18 CIFAR stem, 200 epochs, batch 256).
 _LIGHTLY = ("lightly docs, \"Benchmarks\" page, CIFAR-10 table (lightly-ai/lightly "
-            "docs/source/getting_started/benchmarks.rst; cifar10_benchmark.py, one A6000)")
-_LIGHTLY_DIFF = ("kNN k=200 T=0.1 as ours, but the BEST epoch of 200 (we report the final checkpoint); batch 128 "
-                 "(ours 256); lightly's recipe (SGD 0.06, ImageNet-normalized views); ResNet-18 CIFAR stem as ours")
+            "docs/source/getting_started/benchmarks.rst; cifar10_benchmark.py)")
+_LIGHTLY_DIFF = ("kNN k=200 T=0.1 as this suite, but the BEST epoch of 200 (this suite reports the final "
+                 "checkpoint); batch 128 (this suite: 256); lightly's recipe (SGD 0.06, ImageNet-normalized views); "
+                 "ResNet-18 CIFAR stem as this suite")
 _SOLO = "solo-learn README, CIFAR-10 table, Acc@1 (online) (vturrisi/solo-learn; scripts/pretrain/cifar/*.yaml)"
-_SOLO_DIFF = ("1000 epochs (ours 200); ONLINE linear classifier trained during pretraining (ours: offline L-BFGS "
-              "probe on frozen features, L2 chosen on train); LARS recipe, stem padding 2; batch 256")
+_SOLO_DIFF = ("1000 epochs (this suite: 200); ONLINE linear classifier trained during pretraining (this suite: "
+              "offline L-BFGS probe on frozen features, L2 chosen on train); LARS recipe, stem padding 2; batch 256")
 CIFAR10_PUBLISHED = (
     Published("simclr", "knn_top1", 84.7, _LIGHTLY, _LIGHTLY_DIFF),
     Published("byol", "knn_top1", 86.9, _LIGHTLY, _LIGHTLY_DIFF),
@@ -70,8 +71,8 @@ CIFAR10_PUBLISHED = (
     Published("vicreg", "linear_top1", 92.07, _SOLO, _SOLO_DIFF),
     Published("aasae", "linear_top1", 87.14,
               "Falcon et al. 2021, AASAE, arXiv:2107.12329; paper-AAVAE README (Lightning-Universe/paper-AAVAE)",
-              "ResNet-50 encoder (ours ResNet-18); 3200 epochs (ours 200); linear probe trained with SGD for 90 epochs "
-              "(src/linear_eval.py; ours: offline L-BFGS probe); batch 256"),
+              "ResNet-50 encoder (this suite: ResNet-18); 3200 epochs (this suite: 200); linear probe trained with SGD "
+              "for 90 epochs (src/linear_eval.py; this suite: offline L-BFGS probe); batch 256"),
 )
 
 SUITES.register("cifar10-all", Suite(
