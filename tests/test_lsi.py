@@ -20,7 +20,8 @@ from bench.engine.augment import normalize
 from bench.errors import UserError
 from bench.lsi import generators, mixing, runner
 from bench.lsi.classifier import Classifier, row_config
-from bench.lsi.data import LSIData, label_subset
+from bench.eval.evaluate import label_subset
+from bench.lsi.data import LSIData
 from bench.lsi.suites import LSI_SUITES, LSIConfig, LSISuite
 
 KS = "lsi-test"
@@ -127,12 +128,12 @@ def test_mixup_mixes_images_and_labels_with_one_beta_lambda():
 
 def test_label_subsets_are_class_balanced_with_a_minimum_per_class():
     labels = torch.arange(10).repeat_interleave(143)
-    idx = label_subset(labels, 0.1, 2, seed=0)
+    idx = label_subset(labels, 0.1, seed=0, min_per_class=2)
     assert torch.bincount(labels[idx]).tolist() == [14] * 10
-    idx = label_subset(labels, 0.01, 2, seed=0)  # 1.43 per class would round to 1: the minimum 2 holds
+    idx = label_subset(labels, 0.01, seed=0, min_per_class=2)  # 1.43 per class would round to 1: the minimum 2 holds
     assert torch.bincount(labels[idx]).tolist() == [2] * 10
-    assert not torch.equal(idx, label_subset(labels, 0.01, 2, seed=1))  # seeded by the run seed
-    assert len(label_subset(labels, 1.0, 2, seed=0)) == len(labels)
+    assert not torch.equal(idx, label_subset(labels, 0.01, seed=1, min_per_class=2))  # seeded by the run seed
+    assert len(label_subset(labels, 1.0, seed=0, min_per_class=2)) == len(labels)
 
 
 # ----------------------------------------------------------------------------- the AAE's prior

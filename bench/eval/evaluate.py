@@ -138,13 +138,14 @@ def knn_accuracy(encode, es: EvalSet, cfg: EvalConfig, mean, std, device: torch.
 MIN_PER_CLASS = 2  # the probe's held-out split needs one label per class on each side
 
 
-def label_subset(labels: torch.Tensor, frac: float, seed: int) -> torch.Tensor:
-    """Fixed class-balanced `frac` of the train labels (seeded); at least MIN_PER_CLASS per
-    class, so that tiny datasets (1% of digits is 1.4 images per class) still get a held-out
-    split for choosing the L2 strength from train labels only."""
+def label_subset(labels: torch.Tensor, frac: float, seed: int, min_per_class: int = MIN_PER_CLASS) -> torch.Tensor:
+    """Fixed class-balanced `frac` of the train labels (seeded; all of them at 1); at least
+    `min_per_class` per class, so that tiny datasets (1% of digits is 1.4 images per class) still
+    get a held-out split for choosing the L2 strength from train labels only. The LSI suites'
+    label fractions use it too."""
     idx = ds.balanced_subset(labels, frac, seed=seed)
-    if int(torch.bincount(labels[idx]).min()) < MIN_PER_CLASS:
-        idx = ds.balanced_subset(labels, MIN_PER_CLASS, seed=seed)
+    if int(torch.bincount(labels[idx]).min()) < min_per_class:
+        idx = ds.balanced_subset(labels, min_per_class, seed=seed)
     return idx
 
 

@@ -1,6 +1,6 @@
 """An LSI suite's data: the train split (a fixed class-balanced subset when the suite says so)
 and the full test split, uint8 and resident on the device, plus the class-balanced label
-subsets every row trains on at each label fraction."""
+subsets are bench.eval.evaluate.label_subset, as the probe's label fractions."""
 from __future__ import annotations
 
 import hashlib
@@ -38,17 +38,6 @@ class LSIData:
         h.update(self.train.images.contiguous().numpy().tobytes())
         h.update(self.train.labels.numpy().tobytes())
         return h.hexdigest()
-
-
-def label_subset(labels: torch.Tensor, fraction: float, min_per_class: int, seed: int) -> torch.Tensor:
-    """Indices of a class-balanced `fraction` of the labels (datasets.balanced_subset, seeded by
-    the run seed), with at least `min_per_class` labels per class; all of them at fraction 1."""
-    if fraction >= 1.0:
-        return torch.arange(len(labels))
-    counts = torch.bincount(labels.cpu())
-    if int(torch.round(counts.min() * torch.tensor(fraction))) < min_per_class:
-        return ds.balanced_subset(labels, min(min_per_class, int(counts.min())), seed=seed)
-    return ds.balanced_subset(labels, float(fraction), seed=seed)
 
 
 def fraction_name(fraction: float) -> str:

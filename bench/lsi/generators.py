@@ -109,7 +109,8 @@ class Trained:
 def prepare(suite: LSISuite, kind: str, data: LSIData, out: Path, device: torch.device) -> Trained:
     """The trained generator `kind`: loaded from the cache, or trained now and cached."""
     run = generator_run(suite, kind)
-    key = cache_key(run, data.train_digest())
+    digest = data.train_digest()
+    key = cache_key(run, digest)
     gdir = out / "generators" / f"{kind}-{key[:10]}"
     record = _read(gdir)
     method = build_method(run, data.info, device)
@@ -136,7 +137,7 @@ def prepare(suite: LSISuite, kind: str, data: LSIData, out: Path, device: torch.
                                    reason=f"{type(cause).__name__}: {cause}".splitlines()[0][:500])
         record = {"kind": kind, "key": key, "status": outcome.status, "reason": outcome.reason,
                   "config": run.to_json(), "spec_hash": run.spec_hash, "train_images": len(data.train),
-                  "train_digest": data.train_digest(), "train_s": outcome.train_s, "steps": outcome.step,
+                  "train_digest": digest, "train_s": outcome.train_s, "steps": outcome.step,
                   "epochs": outcome.epochs_done, "lr": outcome.lr, "device": device_name(device),
                   "final_losses": _last_losses(gdir), **store.environment()}
         store.write_json(gdir / RECORD, record)

@@ -37,7 +37,8 @@ from bench.engine.train import TrainContext, TrainFailed, train
 from bench.errors import UserError
 from bench.lsi import holes
 from bench.lsi.classifier import Classifier, RowConfig, row_config, top1
-from bench.lsi.data import LSIData, fraction_name, label_subset
+from bench.eval.evaluate import label_subset
+from bench.lsi.data import LSIData, fraction_name
 from bench.lsi.generators import Trained, prepare
 from bench.lsi.suites import ROW_GENERATOR, LSISuite
 from bench.results import store
@@ -238,7 +239,7 @@ def _classify(suite: LSISuite, cfg: dict[str, Any], rc: RowConfig, run_dir: Path
         torch.manual_seed(seed)  # the seed fixes the initialisation (as bench.engine.execute.build_method)
         backbone = backbones.get(suite.backbone).build(data.info.channels, data.info.size)
         model = Classifier(rc, backbone, data.info, gen.codec if gen is not None else None).to(device)
-        idx = label_subset(data.train.labels, fraction, suite.lsi.min_per_class, seed)
+        idx = label_subset(data.train.labels, fraction, seed, min_per_class=suite.lsi.min_per_class)
         counts = torch.bincount(data.train.labels[idx], minlength=data.info.num_classes)
         # the same budget at every fraction: the labelled subset is tiled to the train split's size,
         # so every run takes the same steps of the same batch size (each epoch a fresh order)
