@@ -200,6 +200,40 @@ def test_the_reference_loops_use_nothing_of_the_harness_but_data_and_evaluation(
     assert not {m for m in imported if m and (m.startswith("bench") or m.startswith("methods"))}
 
 
+def test_given_views_serve_shuffled_full_batches_of_distinct_images():
+    """--reference-views harness: the reference loop's batches without its DataLoader."""
+    images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1)
+    batches = reference.GivenViews(images, batch_size=4, seed=0, make_views=lambda xb: [xb.float(), xb.float() + 100])
+    assert len(batches) == 2
+    passes = [[views for views, _ in batches] for _ in range(2)]
+    for p in passes:
+        assert all(v[0].shape[0] == 4 and torch.equal(v[1], v[0] + 100) for v in p)
+        seen = torch.cat([v[0].flatten() for v in p])
+        assert len(set(seen.tolist())) == 8  # drop_last: 8 distinct images of the 10
+    assert not torch.equal(torch.cat([v[0] for v in passes[0]]), torch.cat([v[0] for v in passes[1]]))  # re-shuffled
+
+
+def test_the_reference_loop_trains_on_given_views_instead_of_its_pil_pipeline():
+    run, harness, _ = _pair("simclr", "resnet-tiny")
+    info = DataInfo(1, SIZE, 10, (0.286,), (0.353,))
+    recipe = replace(compare.recipe_of(run, info, harness), epochs=1, batch_size=BATCH, warmup_epochs=0)
+    images = torch.randint(0, 256, (2 * BATCH + 3, 1, SIZE, SIZE), dtype=torch.uint8)
+    seen: list[torch.Tensor] = []
+
+    def make_views(xb: torch.Tensor) -> list[torch.Tensor]:
+        seen.append(xb)
+        return [xb.float() / 255, xb.float().flip(-1) / 255]
+    encoder, _ = reference.train(recipe, images, torch.zeros(len(images), dtype=torch.long), workers=0,
+                                 make_views=make_views)
+    assert len(seen) == 2 and all(xb.dtype == torch.uint8 and xb.shape[0] == BATCH for xb in seen)
+    assert not encoder.training
+
+
+def test_the_cli_offers_the_reference_views_compare_knows():
+    from bench.cli import parity as cli
+    assert cli.REFERENCE_VIEWS == compare.REFERENCE_VIEWS
+
+
 def _record(method: str, h: list[float], r: list[float], harness_only: bool = False) -> dict:
     seeds = [{"seed": i, "init_knn": 40.0, "harness_knn": a, "reference_knn": b, "difference": a - b,
               "harness_train_s": 10.0, "reference_train_s": 20.0} for i, (a, b) in enumerate(zip(h, r))]
@@ -215,6 +249,8 @@ def test_table_rows_hold_means_and_differences_and_skip_harness_only_records(tmp
     (tmp_path / "simclr-resnet-tiny.json").write_text(json.dumps(_record("simclr", [68.0, 67.0], [67.0, 67.2])))
     (tmp_path / "vicreg-resnet-tiny-harness-only.json").write_text(
         json.dumps(_record("vicreg", [70.0], [float("nan")], harness_only=True)))
+    (tmp_path / "byol-resnet-tiny-harness-views.json").write_text(
+        json.dumps({**_record("byol", [60.0], [59.0]), "reference_views": "harness"}))
     doc = tmp_path / "parity.md"
     doc.write_text(f"# Parity\n\nintro\n\n{compare.TABLE_START}\nold\n{compare.TABLE_END}\n\noutro\n")
     assert main(["parity", "--render-only", "--doc", str(doc), "--out", str(tmp_path)]) == 0
@@ -223,6 +259,7 @@ def test_table_rows_hold_means_and_differences_and_skip_harness_only_records(tmp
     rows = [line for line in text.splitlines() if line.startswith("| simclr")]
     assert len(rows) == 1 and "67.50 ± 0.71" in rows[0] and "67.10 ± 0.14" in rows[0] and "+0.40" in rows[0]
     assert "| vicreg" not in text
+    assert "| byol | byol; reference fed the harness's views |" in text
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -231,6 +268,7 @@ def test_table_rows_hold_means_and_differences_and_skip_harness_only_records(tmp
     (["--method", "simclr", "--validation", "5"], "--validation 5"),
     (["--method", "simclr", "--workers", "-1"], "--workers -1"),
     (["--method", "simclr", "--backbone", "no-such-net"], "no-such-net"),
+    (["--method", "mae", "--harness-only", "--reference-views", "harness"], "--reference-views"),
 ])
 def test_parity_user_mistakes_are_one_line_errors(argv, message, tmp_path, capsys):
     from bench.cli import main

@@ -15,6 +15,8 @@ from bench.cli.common import positive_int
 
 PARITY_METHODS = ("vae", "aasae", "aae", "simclr", "byol", "vicreg", "mae")
 
+REFERENCE_VIEWS = ("pil", "harness")  # bench.parity.compare.REFERENCE_VIEWS (not imported here: torch)
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=PARITY_METHODS, help="the method to compare (required unless --render-only)")
@@ -28,6 +30,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="score on N held-out TRAIN images instead of the test split (for choosing a recipe default)")
     p.add_argument("--harness-only", action="store_true",
                    help="train and score the harness side only (e.g. to compare recipe settings the reference lacks)")
+    p.add_argument("--reference-views", choices=REFERENCE_VIEWS, default="pil",
+                   help="pil: the reference loop's own torchvision/lightly transforms (parity, default); harness: "
+                        "feed it the harness's kornia views instead (a diagnostic separating the data pipeline "
+                        "from the training code)")
     p.add_argument("--out", type=Path, default=Path("results/parity"),
                    help="where METHOD-BACKBONE.json is written (default results/parity)")
     p.add_argument("--force", action="store_true", help="replace an existing record of the same method and backbone")
@@ -72,7 +78,10 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"--validation {args.validation}: give at least one image per class (>= 10), or 0 for the test split")
     if args.workers < 0:
         raise UserError(f"--workers {args.workers}: must be >= 0")
-    name = f"{args.method}-{suite.backbone}" + ("-harness-only" if args.harness_only else "")
+    if args.harness_only and args.reference_views != "pil":
+        raise UserError("--reference-views needs a reference side; drop --harness-only")
+    name = f"{args.method}-{suite.backbone}" + ("-harness-only" if args.harness_only else "") \
+        + ("-harness-views" if args.reference_views == "harness" else "")
     target = args.out / f"{name}.json"
     if target.exists() and not args.force:
         raise UserError(f"{target} already holds a parity record; pass --force to replace it or choose another --out")
@@ -80,7 +89,7 @@ def main(args: argparse.Namespace) -> int:
         else f"python -m bench parity --method {args.method} --suite {args.suite} --seeds {args.seeds}"
     with cpu_threads(args.threads):
         record = compare.parity(suite, args.method, args.seeds, sets, args.data_dir, not args.no_download,
-                                args.validation, args.workers, command, args.harness_only)
+                                args.validation, args.workers, command, args.harness_only, args.reference_views)
     args.out.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")

@@ -26,7 +26,7 @@ from bench import suites
 from bench.config import RunSpec, Suite
 from bench.engine.data import SuiteData
 from bench.engine.execute import build_augment, build_method, device_name
-from bench.engine.train import TrainContext, train
+from bench.engine.train import TrainContext, make_views, train
 from bench.errors import UserError
 from bench.eval.evaluate import extract_features
 from bench.eval.knn import knn_top1
@@ -35,6 +35,9 @@ from methods.autoencoder import LatentDecoder, ResidualUpsampler, UpBlock
 from methods.base import Method
 
 TABLE_START, TABLE_END = "<!-- parity-table:start -->", "<!-- parity-table:end -->"
+# Where the reference loop's views come from: its own PIL transforms in a DataLoader (parity), or
+# the harness's kornia pipeline (a diagnostic: what is left of a difference is the training code).
+REFERENCE_VIEWS = ("pil", "harness")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,7 +98,8 @@ def recipe_of(run: Any, info: Any, method: Method) -> reference.Recipe:
 
 
 def one_seed(suite: Suite, method: str, seed: int, sets: dict, data: SuiteData, q: Query,
-             device: torch.device, workers: int, harness_only: bool = False) -> dict[str, Any]:
+             device: torch.device, workers: int, harness_only: bool = False,
+             reference_views: str = "pil") -> dict[str, Any]:
     """Harness and reference for one seed: both kNN accuracies and both training times, and the
     kNN of the untrained encoder (what "the method learns" is measured against)."""
     run = suites.resolve(suite, RunSpec(suite.name, method, seed), sets)
@@ -128,7 +132,9 @@ def one_seed(suite: Suite, method: str, seed: int, sets: dict, data: SuiteData, 
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
     try:
-        encoder, reference_s = reference.train(recipe, data.pretrain.images, data.pretrain.labels, workers, progress)
+        given = (lambda xb: make_views(harness, xb, aug)) if reference_views == "harness" else None
+        encoder, reference_s = reference.train(recipe, data.pretrain.images, data.pretrain.labels, workers, progress,
+                                               make_views=given)
     except FloatingPointError as e:
         raise UserError(f"parity: the reference loop diverged: {e}") from None
     finally:
@@ -138,7 +144,8 @@ def one_seed(suite: Suite, method: str, seed: int, sets: dict, data: SuiteData, 
 
 
 def parity(suite: Suite, method: str, seeds: int, sets: dict, data_dir: str | None, download: bool,
-           validation: int, workers: int, command: str, harness_only: bool = False) -> dict[str, Any]:
+           validation: int, workers: int, command: str, harness_only: bool = False,
+           reference_views: str = "pil") -> dict[str, Any]:
     """Every seed of one method; the record `bench parity` stores and tabulates."""
     device = torch.device("cpu")
     given, sets = sets, copy.deepcopy(sets)  # the record stores every override as given
@@ -150,7 +157,7 @@ def parity(suite: Suite, method: str, seeds: int, sets: dict, data_dir: str | No
     run0 = suites.resolve(suite, RunSpec(suite.name, method, 0), sets)
     rows = []
     for seed in range(seeds):
-        rows.append(one_seed(suite, method, seed, sets, data, q, device, workers, harness_only))
+        rows.append(one_seed(suite, method, seed, sets, data, q, device, workers, harness_only, reference_views))
         r = rows[-1]
         print(f"  {method} seed {seed}: init {r['init_knn']:.2f}  harness {r['harness_knn']:.2f}  reference "
               f"{r['reference_knn']:.2f}  difference {r['difference']:+.2f}  (train {r['harness_train_s']:.0f}s / "
@@ -159,7 +166,7 @@ def parity(suite: Suite, method: str, seeds: int, sets: dict, data_dir: str | No
     return {"method": method, "variant": rows[0]["variant"], "suite": suite.name, "backbone": suite.backbone,
             "dataset": suite.dataset, "images": len(data.pretrain), "epochs": run0.train.epochs,
             "batch_size": run0.train.batch_size, "steps": rows[0]["steps"], "scored_on": q.name,
-            "harness_only": harness_only, "metric": f"kNN k={run0.eval.knn_k} T={run0.eval.knn_t}, bank: {len(data.main.train)} un-augmented "
+            "harness_only": harness_only, "reference_views": reference_views, "metric": f"kNN k={run0.eval.knn_k} T={run0.eval.knn_t}, bank: {len(data.main.train)} un-augmented "
                       f"train images", "sets": given, "seeds": rows, "command": command,
             "device": device_name(device), "environment": environment()}
 
@@ -187,7 +194,8 @@ def table(records: list[dict[str, Any]]) -> str:
         s = summary(rec)
         budget = (f"{rec['dataset']} {rec['images']} images, `{rec['backbone']}`, {rec['epochs']} epochs "
                   f"x batch {rec['batch_size']} ({rec['steps']} steps)")
-        lines.append(f"| {rec['method']} | {rec['variant']} | {budget} | {rec['scored_on']} | {s['init']:.2f} | "
+        variant = rec["variant"] + ("; reference fed the harness's views" if rec.get("reference_views") == "harness" else "")
+        lines.append(f"| {rec['method']} | {variant} | {budget} | {rec['scored_on']} | {s['init']:.2f} | "
                      f"{s['harness']:.2f} ± {s['harness_sd']:.2f} | {s['reference']:.2f} ± {s['reference_sd']:.2f} | "
                      f"{s['difference']:+.2f} | {len(rec['seeds'])} | {s['harness_s']:.0f} / {s['reference_s']:.0f} | "
                      f"`{rec['command']}` |")

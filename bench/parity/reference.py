@@ -568,14 +568,39 @@ def main_optimizer(model: nn.Module, recipe: Recipe, lr: float) -> torch.optim.O
     return make_optimizer(recipe.optim, groups, lr)
 
 
+class GivenViews:
+    """Shuffled full batches of uint8 `images` whose views come from a given function, in place of
+    the PIL transforms in a DataLoader (the diagnostic `bench parity --reference-views harness`,
+    which separates the data pipeline from the training code). Re-shuffled on every pass."""
+
+    def __init__(self, images: torch.Tensor, batch_size: int, seed: int,
+                 make_views: Callable[[torch.Tensor], list[torch.Tensor]]) -> None:
+        self.images, self.batch_size, self.make_views = images, batch_size, make_views
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return self.images.shape[0] // self.batch_size
+
+    def __iter__(self) -> Any:
+        order = torch.randperm(self.images.shape[0], generator=self.gen)
+        for i in range(len(self)):
+            yield self.make_views(self.images.index_select(0, order[i * self.batch_size:(i + 1) * self.batch_size])), None
+
+
 def train(recipe: Recipe, images: torch.Tensor, labels: torch.Tensor, workers: int = 2,
-          progress: Callable[[int, int, float], None] | None = None) -> tuple[nn.Module, float]:
-    """Train the reference model on uint8 `images`; returns (encoder, wall seconds incl. data loading)."""
+          progress: Callable[[int, int, float], None] | None = None,
+          make_views: Callable[[torch.Tensor], list[torch.Tensor]] | None = None) -> tuple[nn.Module, float]:
+    """Train the reference model on uint8 `images`; returns (encoder, wall seconds incl. data loading).
+    `make_views`, when given, makes each batch's views from its uint8 images instead of the reference's
+    PIL transforms in a DataLoader (a diagnostic that separates the data pipeline from the training code)."""
     model = build(recipe)
-    transform = view_transforms(model.views, recipe.aug, recipe.size, recipe.mean, recipe.std)
-    loader = DataLoader(ViewsDataset(images, labels, transform), batch_size=recipe.batch_size, shuffle=True,
-                        drop_last=True, num_workers=workers, persistent_workers=workers > 0,
-                        generator=torch.Generator().manual_seed(recipe.seed))
+    if make_views is not None:
+        loader = GivenViews(images, recipe.batch_size, recipe.seed, make_views)
+    else:
+        transform = view_transforms(model.views, recipe.aug, recipe.size, recipe.mean, recipe.std)
+        loader = DataLoader(ViewsDataset(images, labels, transform), batch_size=recipe.batch_size, shuffle=True,
+                            drop_last=True, num_workers=workers, persistent_workers=workers > 0,
+                            generator=torch.Generator().manual_seed(recipe.seed))
     steps_per_epoch = len(loader)
     total = steps_per_epoch * recipe.epochs
     optimizer = main_optimizer(model, recipe, peak_lr(recipe))
