@@ -229,11 +229,6 @@ def test_the_reference_loop_trains_on_given_views_instead_of_its_pil_pipeline():
     assert not encoder.training
 
 
-def test_the_cli_offers_the_reference_views_compare_knows():
-    from bench.cli import parity as cli
-    assert cli.REFERENCE_VIEWS == compare.REFERENCE_VIEWS
-
-
 def _record(method: str, h: list[float], r: list[float], harness_only: bool = False) -> dict:
     seeds = [{"seed": i, "init_knn": 40.0, "harness_knn": a, "reference_knn": b, "difference": a - b,
               "harness_train_s": 10.0, "reference_train_s": 20.0} for i, (a, b) in enumerate(zip(h, r))]

@@ -12,10 +12,9 @@ import sys
 from pathlib import Path
 
 from bench.cli.common import positive_int
+from bench.parity import REFERENCE_VIEWS
 
 PARITY_METHODS = ("vae", "aasae", "aae", "simclr", "byol", "vicreg", "mae")
-
-REFERENCE_VIEWS = ("pil", "harness")  # bench.parity.compare.REFERENCE_VIEWS (not imported here: torch)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -35,9 +35,6 @@ from methods.autoencoder import LatentDecoder, ResidualUpsampler, UpBlock
 from methods.base import Method
 
 TABLE_START, TABLE_END = "<!-- parity-table:start -->", "<!-- parity-table:end -->"
-# Where the reference loop's views come from: its own PIL transforms in a DataLoader (parity), or
-# the harness's kornia pipeline (a diagnostic: what is left of a difference is the training code).
-REFERENCE_VIEWS = ("pil", "harness")
 
 
 @dataclasses.dataclass(frozen=True)
