@@ -13,7 +13,7 @@ from bench.config import RunSpec
 from bench.engine.execute import build_method
 from bench.engine.train import build_optimizer, scaled_lr
 from bench.parity import compare, reference
-from bench.suites import SUITES, resolve
+from bench.suites import SUITES, resolve, resolve_scope
 from methods.base import AUGMENTED, DataInfo
 
 RTOL = 1e-5
@@ -29,40 +29,8 @@ def _pair(method: str, backbone: str):
     info = DataInfo(1, SIZE, 10, (0.286,), (0.353,))
     harness = build_method(run, info, torch.device("cpu"))
     ref = reference.build(compare.recipe_of(run, info, harness))
-    _copy_weights(harness, ref, vit=backbone.startswith("vit"))
+    compare.load_harness_weights(harness.state_dict(), ref, vit=backbone.startswith("vit"))
     return run, harness, ref
-
-
-def _vit_name(name: str) -> str | None:
-    """Harness MAE (ViT) state names -> the reference's (lightly's MAE example layout)."""
-    if name.startswith("encoder."):
-        return None  # the harness's masked encoder shares the backbone's tensors
-    for old, new in (("backbone.net.", "backbone.vit."), ("decoder_embed.", "decoder.decoder_embed."),
-                     ("decoder.pos_embed", "decoder.decoder_pos_embed"), ("decoder.blocks.", "decoder.decoder_blocks."),
-                     ("decoder.norm.", "decoder.decoder_norm."), ("decoder_pred.", "decoder.decoder_pred.")):
-        if name.startswith(old):
-            return new + name[len(old):]
-    return name
-
-
-def _copy_weights(harness, ref, vit: bool) -> None:
-    """Load the harness's initial weights into the reference model: by name for the ViT MAE,
-    else in registration order (same architecture = same shapes, in the same order)."""
-    h = {k: v for k, v in harness.state_dict().items() if torch.is_tensor(v)}
-    r = {k: v for k, v in ref.state_dict().items() if torch.is_tensor(v) and k != "log_scale"}
-    if vit:
-        pairs = [(k, _vit_name(k)) for k in h if _vit_name(k) is not None]
-        pairs.append(("encoder.mask_token", "backbone.mask_token"))
-    else:
-        assert len(h) == len(r), f"{len(h)} harness tensors vs {len(r)} reference tensors"
-        pairs = list(zip(h, r))
-    target = {}
-    for hk, rk in pairs:
-        assert h[hk].shape == r[rk].shape, f"{hk} {tuple(h[hk].shape)} vs {rk} {tuple(r[rk].shape)}"
-        target[rk] = h[hk]
-    missing = set(r) - set(target)
-    assert not missing, f"reference tensors with no harness counterpart: {sorted(missing)}"
-    ref.load_state_dict(target, strict=False)
 
 
 def _params(module) -> list[torch.nn.Parameter]:
@@ -75,12 +43,12 @@ def _params(module) -> list[torch.nn.Parameter]:
     return out
 
 
-def _close(a: torch.Tensor, b: torch.Tensor, what: str, floor: float = 0.0) -> None:
+def _close(a: torch.Tensor, b: torch.Tensor, what: str, floor: float = 0.0, rtol: float = RTOL) -> None:
     """|a - b| <= RTOL |b| (norms over the tensor); `floor` stands in for |b| when that is smaller:
     a bias right before a BatchNorm has a true gradient of 0, so its computed one is rounding noise."""
     err = (a.double() - b.double()).norm().item()
     scale = max(b.double().norm().item(), floor)
-    assert err <= RTOL * scale + 1e-12, f"{what}: |difference| {err:.3g} vs |reference| {scale:.3g}"
+    assert err <= rtol * scale + 1e-12, f"{what}: |difference| {err:.3g} vs |reference| {scale:.3g}"
 
 
 def _views(harness) -> list[torch.Tensor]:
@@ -95,7 +63,7 @@ def _param_pairs(harness, ref, vit: bool) -> list[tuple[str, torch.nn.Parameter,
     r = [(n, p) for n, p in ref.named_parameters() if p.requires_grad]
     if vit:
         by_name = dict(r)
-        pairs = [(n, p, by_name[_vit_name(n)]) for n, p in h if _vit_name(n) is not None]
+        pairs = [(n, p, by_name[compare.reference_name(n, vit)]) for n, p in h if compare.reference_name(n, vit) is not None]
         unused = {id(ref.backbone.mask_token)}  # lightly's encoder mask token: trainable, never used
         assert {id(p) for _, p in r} - {id(rp) for _, _, rp in pairs} == unused
         return pairs
@@ -190,6 +158,20 @@ def test_one_step_equals_the_reference_loop(method, backbone):
                 _close(hp.detach()[m], rp.detach()[m], f"weights of {name} after step {step}")
 
 
+@pytest.mark.parametrize("schedule,warmup,total", [("cosine", 78, 468), ("cosine", 0, 156), ("constant", 78, 156),
+                                                     ("cosine", 156, 156)])
+def test_the_reference_schedule_gives_the_harness_lr_at_every_step(schedule, warmup, total):
+    """The equality test steps at one lr; this checks the rest of the trajectory: the reference's
+    LambdaLR (stepped after each optimizer step) sets the harness's lr at every step."""
+    from bench.engine.train import lr_factor
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, reference.warmup_then(schedule, warmup, total))
+    for step in range(total):
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.5 * lr_factor(step, warmup, total, schedule), abs=1e-12), step
+        opt.step()
+        sched.step()
+
+
 def test_the_reference_loops_use_nothing_of_the_harness_but_data_and_evaluation():
     import ast
     import inspect
@@ -229,6 +211,97 @@ def test_the_reference_loop_trains_on_given_views_instead_of_its_pil_pipeline():
     assert not encoder.training
 
 
+def test_given_views_follow_a_given_order_per_pass():
+    """--reference-views matched: each epoch's batches in the order the harness would take them."""
+    images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1)
+    asked: list[int] = []
+
+    def order(epoch: int) -> torch.Tensor:
+        asked.append(epoch)
+        return torch.arange(10).roll(epoch)
+    batches = reference.GivenViews(images, batch_size=4, seed=0, make_views=lambda xb: [xb.flatten()], order=order)
+    passes = [[views[0].tolist() for views, _ in batches] for _ in range(2)]
+    assert asked == [0, 1]
+    assert passes == [[[0, 1, 2, 3], [4, 5, 6, 7]], [[9, 0, 1, 2], [3, 4, 5, 6]]]
+
+
+def test_the_harness_epoch_order_is_the_one_the_harness_trains_in():
+    """epoch_order seeds the epoch's draws and returns its order, the same for the same seed and epoch."""
+    from bench.engine.train import epoch_order
+    a = epoch_order(3, 1, 50)
+    draw = torch.rand(3)
+    b = epoch_order(3, 1, 50)
+    assert torch.equal(a, b) and torch.equal(draw, torch.rand(3))
+    assert sorted(a.tolist()) == list(range(50)) and not torch.equal(a, epoch_order(3, 2, 50))
+
+
+@pytest.mark.parametrize("method,backbone", [("mae", "vit-tiny-p4"), ("simclr", "resnet-tiny")])
+def test_the_reference_can_start_from_the_harness_weights(method, backbone):
+    """--reference-views matched loads the harness's initial weights into the reference model."""
+    run, harness, _ = _pair(method, backbone)
+    info = DataInfo(1, SIZE, 10, (0.286,), (0.353,))
+    recipe = replace(compare.recipe_of(run, info, harness), seed=5)  # another seed: other initial draws
+    ref = reference.build(recipe)
+    vit = backbone.startswith("vit")
+    compare.load_harness_weights(harness.state_dict(), ref, vit)
+    for name, hp, rp in _param_pairs(harness, ref, vit):
+        assert torch.equal(hp, rp), name
+
+
+MATCHED = [("mae", "vit-tiny-p4"), ("mae", "resnet-tiny"), ("simclr", "resnet-tiny"), ("vicreg", "resnet-tiny")]
+
+
+@pytest.mark.parametrize("method,backbone", MATCHED, ids=[f"{m}-{b}" for m, b in MATCHED])
+def test_matched_streams_train_the_same_encoder_over_whole_epochs(method, backbone, tmp_path):
+    """The whole training loop, not one step (`--reference-views matched`): from the harness's
+    initial weights, on its views in its batch order with its random draws, the reference loop
+    logs the harness's loss at every step (warmup and cosine included) and ends with an encoder
+    that gives the harness's features (relative 1e-4). BYOL (target updated one step apart) and
+    the autoencoders (the official step's extra BatchNorm pass) differ by design: docs/parity.md."""
+    import copy
+    import csv
+    from bench import config
+    from bench.engine.execute import build_augment
+    from bench.engine.train import TrainContext, epoch_order, make_views, train
+    sets = config.parse_sets(["train.epochs=3", "train.batch_size=8", "train.warmup_epochs=1"])
+    suite = replace(SUITES.get("fmnist-ci"), backbone=backbone)
+    suite = replace(suite, train=resolve_scope(suite, "train", sets.pop("train")))
+    run = resolve(suite, RunSpec(suite.name, method, 0), sets)
+    info = DataInfo(1, SIZE, 10, (0.286,), (0.353,))
+    cpu = torch.device("cpu")
+    harness = build_method(run, info, cpu)
+    initial = copy.deepcopy(harness.state_dict())
+    aug = build_augment(run, info, cpu)
+    images = torch.randint(0, 256, (2 * BATCH + 3, 1, SIZE, SIZE), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    labels = torch.zeros(len(images), dtype=torch.long)
+    out = train(harness, images, labels, aug, run.train, run.optim,
+                TrainContext(run_dir=tmp_path, device=cpu, seed=0, spec_hash=run.spec_hash))
+    assert out.status == "ok" and out.step == 6
+    h_losses = [float(r["loss"]) for r in csv.DictReader((tmp_path / "train_log.csv").open())]
+
+    vit = backbone.startswith("vit")
+    r_losses: list[float] = []
+    encoder, _ = reference.train(
+        compare.recipe_of(run, info, harness), images, labels, workers=0,
+        progress=lambda step, total, loss: r_losses.append(loss), make_views=lambda xb: make_views(harness, xb, aug),
+        order=lambda epoch: epoch_order(0, epoch, len(images)),
+        initialize=lambda model: compare.load_harness_weights(initial, model, vit))
+    assert len(r_losses) == len(h_losses) == 6
+    for step, (h, r) in enumerate(zip(h_losses, r_losses)):
+        assert h == pytest.approx(r, rel=1e-4), f"loss at step {step}: harness {h} vs reference {r}"
+    harness.eval()
+    x = (images.float() / 255 - 0.286) / 0.353
+    with torch.no_grad():
+        _close(harness.encode(x), encoder(x), "trained encoder's features", rtol=1e-4)
+
+
+def test_mismatched_architectures_are_refused_when_loading_harness_weights():
+    _, harness, _ = _pair("simclr", "resnet-tiny")
+    _, _, other = _pair("vicreg", "resnet-tiny")
+    with pytest.raises(ValueError):
+        compare.load_harness_weights(harness.state_dict(), other, vit=False)
+
+
 def _record(method: str, h: list[float], r: list[float], harness_only: bool = False) -> dict:
     seeds = [{"seed": i, "init_knn": 40.0, "harness_knn": a, "reference_knn": b, "difference": a - b,
               "harness_train_s": 10.0, "reference_train_s": 20.0} for i, (a, b) in enumerate(zip(h, r))]
@@ -255,6 +328,15 @@ def test_table_rows_hold_means_and_differences_and_skip_harness_only_records(tmp
     assert len(rows) == 1 and "67.50 ± 0.71" in rows[0] and "67.10 ± 0.14" in rows[0] and "+0.40" in rows[0]
     assert "| vicreg" not in text
     assert "| byol | byol; reference fed the harness's views |" in text
+    (tmp_path / "byol-resnet-tiny-matched.json").write_text(
+        json.dumps({**_record("byol", [60.0], [59.9]), "reference_views": "matched"}))
+    assert main(["parity", "--render-only", "--doc", str(doc), "--out", str(tmp_path)]) == 0
+    assert "| byol | byol; reference fed the harness's views, batches, draws and initial weights |" in doc.read_text()
+    later = _record("aae", [50.0, 51.0], [50.5, 50.5])  # --first-seed 2: the table names the seeds
+    later["seeds"] = [{**r, "seed": r["seed"] + 2} for r in later["seeds"]]
+    (tmp_path / "aae-resnet-tiny.json").write_text(json.dumps(later))
+    assert main(["parity", "--render-only", "--doc", str(doc), "--out", str(tmp_path)]) == 0
+    assert "| +0.00 | 2 (2, 3) |" in doc.read_text()
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -262,6 +344,7 @@ def test_table_rows_hold_means_and_differences_and_skip_harness_only_records(tmp
     ([], "--method is required"),
     (["--method", "simclr", "--validation", "5"], "--validation 5"),
     (["--method", "simclr", "--workers", "-1"], "--workers -1"),
+    (["--method", "simclr", "--first-seed", "-1"], "--first-seed -1"),
     (["--method", "simclr", "--backbone", "no-such-net"], "no-such-net"),
     (["--method", "mae", "--harness-only", "--reference-views", "harness"], "--reference-views"),
 ])

@@ -20,7 +20,9 @@ PARITY_METHODS = ("vae", "aasae", "aae", "simclr", "byol", "vicreg", "mae")
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=PARITY_METHODS, help="the method to compare (required unless --render-only)")
     p.add_argument("--suite", default="fmnist-ci", help="data, backbone, budget and augmentation (default fmnist-ci)")
-    p.add_argument("--seeds", type=positive_int, default=2, help="seeds 0..N-1 (default 2)")
+    p.add_argument("--seeds", type=positive_int, default=2, help="seeds K..K+N-1, K from --first-seed (default 2)")
+    p.add_argument("--first-seed", type=int, default=0, metavar="K",
+                   help="the first seed (default 0): more seeds of a row without re-running the first ones")
     p.add_argument("--epochs", type=positive_int, help="training epochs (default: the suite's)")
     p.add_argument("--backbone", help="another backbone than the suite's (e.g. vit-tiny-p4 for MAE on a ViT)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="SCOPE.KEY=VALUE",
@@ -29,10 +31,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="score on N held-out TRAIN images instead of the test split (for choosing a recipe default)")
     p.add_argument("--harness-only", action="store_true",
                    help="train and score the harness side only (e.g. to compare recipe settings the reference lacks)")
-    p.add_argument("--reference-views", choices=REFERENCE_VIEWS, default="pil",
+    p.add_argument("--reference-views", choices=list(REFERENCE_VIEWS), default="pil",
                    help="pil: the reference loop's own torchvision/lightly transforms (parity, default); harness: "
                         "feed it the harness's kornia views instead (a diagnostic separating the data pipeline "
-                        "from the training code)")
+                        "from the training code); matched: also the harness's batch order, random draws (crops, "
+                        "masks, noise) and initial weights, so that only the training code differs")
     p.add_argument("--out", type=Path, default=Path("results/parity"),
                    help="where METHOD-BACKBONE.json is written (default results/parity)")
     p.add_argument("--force", action="store_true", help="replace an existing record of the same method and backbone")
@@ -75,19 +78,22 @@ def main(args: argparse.Namespace) -> int:
     check_sets(suite, sets)
     if args.validation and args.validation < 10 or args.validation < 0:
         raise UserError(f"--validation {args.validation}: give at least one image per class (>= 10), or 0 for the test split")
+    if args.first_seed < 0:
+        raise UserError(f"--first-seed {args.first_seed}: must be >= 0")
     if args.workers < 0:
         raise UserError(f"--workers {args.workers}: must be >= 0")
     if args.harness_only and args.reference_views != "pil":
         raise UserError("--reference-views needs a reference side; drop --harness-only")
     name = f"{args.method}-{suite.backbone}" + ("-harness-only" if args.harness_only else "") \
-        + ("-harness-views" if args.reference_views == "harness" else "")
+        + REFERENCE_VIEWS[args.reference_views]
     target = args.out / f"{name}.json"
     if target.exists() and not args.force:
         raise UserError(f"{target} already holds a parity record; pass --force to replace it or choose another --out")
     command = "python -m bench parity " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["parity"] \
         else f"python -m bench parity --method {args.method} --suite {args.suite} --seeds {args.seeds}"
     with cpu_threads(args.threads):
-        record = compare.parity(suite, args.method, args.seeds, sets, args.data_dir, not args.no_download,
+        record = compare.parity(suite, args.method, range(args.first_seed, args.first_seed + args.seeds), sets,
+                                args.data_dir, not args.no_download,
                                 args.validation, args.workers, command, args.harness_only, args.reference_views)
     args.out.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".json.tmp")

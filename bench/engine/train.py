@@ -85,6 +85,13 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
 
+def epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
+    """Seed the epoch's random draws (augmentation, masks, noise) and return its shuffled order
+    of the `n` training images (a function of seed and epoch alone, so a resumed run repeats it)."""
+    torch.manual_seed(epoch_seed(seed, epoch))
+    return torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
+
+
 def scaled_lr(optim: OptimConfig, global_batch: int) -> float:
     return optim.lr * global_batch / optim.lr_batch_size
 
@@ -257,9 +264,7 @@ def train(method: Method, images: torch.Tensor, labels: torch.Tensor, aug: Augme
         if out.resumed_from_epoch is None:
             _curve_point(ctx, 0, method, out)
         for epoch in range(start_epoch, cfg.epochs):
-            torch.manual_seed(epoch_seed(seed, epoch))  # augmentation draws
-            gen = torch.Generator().manual_seed(epoch_seed(seed, epoch))
-            order = torch.randperm(n, generator=gen)[: steps_per_epoch * global_batch]
+            order = epoch_order(seed, epoch, n)[: steps_per_epoch * global_batch]
             order = order.view(steps_per_epoch, world_size, per_rank)[:, rank].to(images.device)
             t_epoch = t_mark = time.perf_counter()
             pending: _Pending | None = None

@@ -26,7 +26,7 @@ from bench import suites
 from bench.config import RunSpec, Suite
 from bench.engine.data import SuiteData
 from bench.engine.execute import build_augment, build_method, device_name
-from bench.engine.train import TrainContext, make_views, train
+from bench.engine.train import TrainContext, epoch_order, make_views, train
 from bench.errors import UserError
 from bench.eval.evaluate import extract_features
 from bench.eval.knn import knn_top1
@@ -63,6 +63,46 @@ def knn(encoder: Any, data: SuiteData, q: Query, k: int, t: float, device: torch
     bank = extract_features(encoder, data.main.train.images, mean, std, device)
     feats = extract_features(encoder, q.images, mean, std, device)
     return knn_top1(bank, data.main.train.labels.to(device), feats, q.labels.to(device), data.info.num_classes, k=k, temperature=t)
+
+
+def reference_name(name: str, vit: bool) -> str | None:
+    """The reference model's name for the harness's state entry `name` (None: no counterpart).
+    The ViT MAE's modules are named after lightly's MAE example; every other method's reference
+    has the harness's architecture in the same registration order, and is matched by position."""
+    if not vit:
+        return name
+    if name.startswith("encoder."):
+        return None  # the harness's masked encoder shares the backbone's tensors
+    for old, new in (("backbone.net.", "backbone.vit."), ("decoder_embed.", "decoder.decoder_embed."),
+                     ("decoder.pos_embed", "decoder.decoder_pos_embed"), ("decoder.blocks.", "decoder.decoder_blocks."),
+                     ("decoder.norm.", "decoder.decoder_norm."), ("decoder_pred.", "decoder.decoder_pred.")):
+        if name.startswith(old):
+            return new + name[len(old):]
+    return name
+
+
+def load_harness_weights(state: dict[str, Any], ref: torch.nn.Module, vit: bool) -> None:
+    """Load the harness's (initial) `state` into the reference model: by name for the ViT MAE,
+    else in registration order (same architecture = same shapes, in the same order). ValueError
+    where the two architectures do not match tensor for tensor."""
+    h = {k: v for k, v in state.items() if torch.is_tensor(v)}
+    r = {k: v for k, v in ref.state_dict().items() if torch.is_tensor(v) and k != "log_scale"}
+    if vit:
+        pairs = [(k, reference_name(k, vit)) for k in h if reference_name(k, vit) is not None]
+        pairs.append(("encoder.mask_token", "backbone.mask_token"))
+    elif len(h) != len(r):
+        raise ValueError(f"{len(h)} harness tensors vs {len(r)} reference tensors")
+    else:
+        pairs = list(zip(h, r))
+    target = {}
+    for hk, rk in pairs:
+        if h[hk].shape != r[rk].shape:
+            raise ValueError(f"{hk} {tuple(h[hk].shape)} vs {rk} {tuple(r[rk].shape)}")
+        target[rk] = h[hk]
+    missing = set(r) - set(target)
+    if missing:
+        raise ValueError(f"reference tensors with no harness counterpart: {sorted(missing)}")
+    ref.load_state_dict(target, strict=False)
 
 
 def decoder_numbers(method: Method) -> dict[str, int]:
@@ -109,6 +149,7 @@ def one_seed(suite: Suite, method: str, seed: int, sets: dict, data: SuiteData, 
     harness.eval()
     init_acc = knn(harness.encode, data, q, run.eval.knn_k, run.eval.knn_t, device)
     harness.train()
+    initial = copy.deepcopy(harness.state_dict())  # for --reference-views matched
     aug = build_augment(run, data.info, device)
     with tempfile.TemporaryDirectory(prefix="parity-") as tmp:
         ctx = TrainContext(run_dir=Path(tmp), device=device, seed=seed, spec_hash=run.spec_hash)
@@ -129,9 +170,13 @@ def one_seed(suite: Suite, method: str, seed: int, sets: dict, data: SuiteData, 
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
     try:
-        given = (lambda xb: make_views(harness, xb, aug)) if reference_views == "harness" else None
-        encoder, reference_s = reference.train(recipe, data.pretrain.images, data.pretrain.labels, workers, progress,
-                                               make_views=given)
+        given = (lambda xb: make_views(harness, xb, aug)) if reference_views != "pil" else None
+        matched = reference_views == "matched"  # also the harness's batch order, random draws and initial weights
+        n, vit = len(data.pretrain), harness.name == "mae" and harness.backbone.kind == "vit"
+        encoder, reference_s = reference.train(
+            recipe, data.pretrain.images, data.pretrain.labels, workers, progress, make_views=given,
+            order=(lambda epoch: epoch_order(seed, epoch, n)) if matched else None,
+            initialize=(lambda model: load_harness_weights(initial, model, vit)) if matched else None)
     except FloatingPointError as e:
         raise UserError(f"parity: the reference loop diverged: {e}") from None
     finally:
@@ -140,7 +185,7 @@ def one_seed(suite: Suite, method: str, seed: int, sets: dict, data: SuiteData, 
     return {**row, "reference_knn": r_acc, "difference": h_acc - r_acc, "reference_train_s": reference_s}
 
 
-def parity(suite: Suite, method: str, seeds: int, sets: dict, data_dir: str | None, download: bool,
+def parity(suite: Suite, method: str, seeds: range, sets: dict, data_dir: str | None, download: bool,
            validation: int, workers: int, command: str, harness_only: bool = False,
            reference_views: str = "pil") -> dict[str, Any]:
     """Every seed of one method; the record `bench parity` stores and tabulates."""
@@ -153,7 +198,7 @@ def parity(suite: Suite, method: str, seeds: int, sets: dict, data_dir: str | No
     q = queries(suite, data, data_dir, download, validation)
     run0 = suites.resolve(suite, RunSpec(suite.name, method, 0), sets)
     rows = []
-    for seed in range(seeds):
+    for seed in seeds:
         rows.append(one_seed(suite, method, seed, sets, data, q, device, workers, harness_only, reference_views))
         r = rows[-1]
         print(f"  {method} seed {seed}: init {r['init_knn']:.2f}  harness {r['harness_knn']:.2f}  reference "
@@ -181,6 +226,16 @@ def summary(record: dict[str, Any]) -> dict[str, float]:
             "harness_s": mean("harness_train_s"), "reference_s": mean("reference_train_s")}
 
 
+VIEWS_NOTE = {"harness": "; reference fed the harness's views",
+              "matched": "; reference fed the harness's views, batches, draws and initial weights"}
+
+
+def seeds_of(record: dict[str, Any]) -> str:
+    """How many seeds a record holds, and which where they are not 0..N-1."""
+    seeds = [r["seed"] for r in record["seeds"]]
+    return str(len(seeds)) if seeds == list(range(len(seeds))) else f"{len(seeds)} ({', '.join(map(str, seeds))})"
+
+
 def table(records: list[dict[str, Any]]) -> str:
     """The parity table in Markdown, one row per stored record."""
     lines = ["| method | variant | budget | scored on | untrained kNN | harness kNN | reference kNN | difference | "
@@ -191,10 +246,10 @@ def table(records: list[dict[str, Any]]) -> str:
         s = summary(rec)
         budget = (f"{rec['dataset']} {rec['images']} images, `{rec['backbone']}`, {rec['epochs']} epochs "
                   f"x batch {rec['batch_size']} ({rec['steps']} steps)")
-        variant = rec["variant"] + ("; reference fed the harness's views" if rec.get("reference_views") == "harness" else "")
+        variant = rec["variant"] + VIEWS_NOTE.get(rec.get("reference_views", "pil"), "")
         lines.append(f"| {rec['method']} | {variant} | {budget} | {rec['scored_on']} | {s['init']:.2f} | "
                      f"{s['harness']:.2f} ± {s['harness_sd']:.2f} | {s['reference']:.2f} ± {s['reference_sd']:.2f} | "
-                     f"{s['difference']:+.2f} | {len(rec['seeds'])} | {s['harness_s']:.0f} / {s['reference_s']:.0f} | "
+                     f"{s['difference']:+.2f} | {seeds_of(rec)} | {s['harness_s']:.0f} / {s['reference_s']:.0f} | "
                      f"`{rec['command']}` |")
     return "\n".join(lines)
 

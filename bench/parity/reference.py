@@ -569,33 +569,46 @@ def main_optimizer(model: nn.Module, recipe: Recipe, lr: float) -> torch.optim.O
 
 
 class GivenViews:
-    """Shuffled full batches of uint8 `images` whose views come from a given function, in place of
-    the PIL transforms in a DataLoader (the diagnostic `bench parity --reference-views harness`,
-    which separates the data pipeline from the training code). Re-shuffled on every pass."""
+    """Full batches of uint8 `images` whose views come from a given function, in place of the PIL
+    transforms in a DataLoader (the diagnostics `bench parity --reference-views harness|matched`,
+    which separate the data pipeline and the random streams from the training code). Each pass
+    (epoch) takes its image order from `order(epoch)` when given, else a fresh seeded shuffle."""
 
     def __init__(self, images: torch.Tensor, batch_size: int, seed: int,
-                 make_views: Callable[[torch.Tensor], list[torch.Tensor]]) -> None:
-        self.images, self.batch_size, self.make_views = images, batch_size, make_views
+                 make_views: Callable[[torch.Tensor], list[torch.Tensor]],
+                 order: Callable[[int], torch.Tensor] | None = None) -> None:
+        self.images, self.batch_size, self.make_views, self.order = images, batch_size, make_views, order
         self.gen = torch.Generator().manual_seed(seed)
+        self.passes = 0
 
     def __len__(self) -> int:
         return self.images.shape[0] // self.batch_size
 
     def __iter__(self) -> Any:
-        order = torch.randperm(self.images.shape[0], generator=self.gen)
+        n = self.images.shape[0]
+        order = self.order(self.passes) if self.order is not None else torch.randperm(n, generator=self.gen)
+        self.passes += 1
         for i in range(len(self)):
             yield self.make_views(self.images.index_select(0, order[i * self.batch_size:(i + 1) * self.batch_size])), None
 
 
 def train(recipe: Recipe, images: torch.Tensor, labels: torch.Tensor, workers: int = 2,
           progress: Callable[[int, int, float], None] | None = None,
-          make_views: Callable[[torch.Tensor], list[torch.Tensor]] | None = None) -> tuple[nn.Module, float]:
+          make_views: Callable[[torch.Tensor], list[torch.Tensor]] | None = None,
+          order: Callable[[int], torch.Tensor] | None = None,
+          initialize: Callable[[nn.Module], None] | None = None) -> tuple[nn.Module, float]:
     """Train the reference model on uint8 `images`; returns (encoder, wall seconds incl. data loading).
-    `make_views`, when given, makes each batch's views from its uint8 images instead of the reference's
-    PIL transforms in a DataLoader (a diagnostic that separates the data pipeline from the training code)."""
+    Diagnostics (the reference's own pipeline when all are None): `make_views` makes each batch's
+    views from its uint8 images instead of the PIL transforms in a DataLoader; `order(epoch)` gives
+    each epoch's image order (with `make_views`); `initialize` replaces the built model's initial
+    weights (e.g. by another implementation's)."""
+    if order is not None and make_views is None:
+        raise ValueError("an image order needs given views (make_views)")
     model = build(recipe)
+    if initialize is not None:
+        initialize(model)
     if make_views is not None:
-        loader = GivenViews(images, recipe.batch_size, recipe.seed, make_views)
+        loader = GivenViews(images, recipe.batch_size, recipe.seed, make_views, order)
     else:
         transform = view_transforms(model.views, recipe.aug, recipe.size, recipe.mean, recipe.std)
         loader = DataLoader(ViewsDataset(images, labels, transform), batch_size=recipe.batch_size, shuffle=True,
