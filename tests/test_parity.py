@@ -29,7 +29,7 @@ def _pair(method: str, backbone: str):
     info = DataInfo(1, SIZE, 10, (0.286,), (0.353,))
     harness = build_method(run, info, torch.device("cpu"))
     ref = reference.build(compare.recipe_of(run, info, harness))
-    compare.load_harness_weights(harness.state_dict(), ref, vit=backbone.startswith("vit"))
+    compare.load_harness_weights(harness.state_dict(), ref)
     return run, harness, ref
 
 
@@ -44,7 +44,7 @@ def _params(module) -> list[torch.nn.Parameter]:
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, what: str, floor: float = 0.0, rtol: float = RTOL) -> None:
-    """|a - b| <= RTOL |b| (norms over the tensor); `floor` stands in for |b| when that is smaller:
+    """|a - b| <= rtol |b| (norms over the tensor); `floor` stands in for |b| when that is smaller:
     a bias right before a BatchNorm has a true gradient of 0, so its computed one is rounding noise."""
     err = (a.double() - b.double()).norm().item()
     scale = max(b.double().norm().item(), floor)
@@ -63,7 +63,7 @@ def _param_pairs(harness, ref, vit: bool) -> list[tuple[str, torch.nn.Parameter,
     r = [(n, p) for n, p in ref.named_parameters() if p.requires_grad]
     if vit:
         by_name = dict(r)
-        pairs = [(n, p, by_name[compare.reference_name(n, vit)]) for n, p in h if compare.reference_name(n, vit) is not None]
+        pairs = [(n, p, by_name[compare.vit_reference_name(n)]) for n, p in h if compare.vit_reference_name(n) is not None]
         unused = {id(ref.backbone.mask_token)}  # lightly's encoder mask token: trainable, never used
         assert {id(p) for _, p in r} - {id(rp) for _, _, rp in pairs} == unused
         return pairs
@@ -225,14 +225,16 @@ def test_given_views_follow_a_given_order_per_pass():
     assert passes == [[[0, 1, 2, 3], [4, 5, 6, 7]], [[9, 0, 1, 2], [3, 4, 5, 6]]]
 
 
-def test_the_harness_epoch_order_is_the_one_the_harness_trains_in():
-    """epoch_order seeds the epoch's draws and returns its order, the same for the same seed and epoch."""
+def test_epoch_order_seeds_the_draws_and_the_shuffle_from_the_runs_seed_and_epoch():
+    """The harness's per-epoch seeding, pinned: seed 3, epoch 1 -> 3 * 100003 + 1 for both the
+    global draws (augmentation, masks) and the shuffle, so a matched reference replays both."""
     from bench.engine.train import epoch_order
-    a = epoch_order(3, 1, 50)
+    order = epoch_order(3, 1, 50)
     draw = torch.rand(3)
-    b = epoch_order(3, 1, 50)
-    assert torch.equal(a, b) and torch.equal(draw, torch.rand(3))
-    assert sorted(a.tolist()) == list(range(50)) and not torch.equal(a, epoch_order(3, 2, 50))
+    assert torch.equal(order, torch.randperm(50, generator=torch.Generator().manual_seed(300_010)))
+    torch.manual_seed(300_010)
+    assert torch.equal(draw, torch.rand(3))
+    assert not torch.equal(order, epoch_order(3, 2, 50))
 
 
 @pytest.mark.parametrize("method,backbone", [("mae", "vit-tiny-p4"), ("simclr", "resnet-tiny")])
@@ -243,12 +245,21 @@ def test_the_reference_can_start_from_the_harness_weights(method, backbone):
     recipe = replace(compare.recipe_of(run, info, harness), seed=5)  # another seed: other initial draws
     ref = reference.build(recipe)
     vit = backbone.startswith("vit")
-    compare.load_harness_weights(harness.state_dict(), ref, vit)
+    compare.load_harness_weights(harness.state_dict(), ref)
     for name, hp, rp in _param_pairs(harness, ref, vit):
         assert torch.equal(hp, rp), name
+    if not vit:  # buffers too (BatchNorm statistics): moved off their initial values first
+        ref2 = reference.build(recipe)
+        harness.train()
+        with torch.no_grad():
+            harness.backbone(torch.randn(BATCH, 1, SIZE, SIZE))
+        compare.load_harness_weights(harness.state_dict(), ref2)
+        for (hk, hv), (rk, rv) in zip(harness.state_dict().items(), ref2.state_dict().items()):
+            assert torch.equal(hv, rv), f"{hk} vs {rk}"
 
 
-MATCHED = [("mae", "vit-tiny-p4"), ("mae", "resnet-tiny"), ("simclr", "resnet-tiny"), ("vicreg", "resnet-tiny")]
+MATCHED = [("mae", "vit-tiny-p4"), ("mae", "resnet-tiny"), ("simclr", "resnet-tiny"), ("vicreg", "resnet-tiny"),
+           ("aae", "resnet-tiny")]
 
 
 @pytest.mark.parametrize("method,backbone", MATCHED, ids=[f"{m}-{b}" for m, b in MATCHED])
@@ -256,17 +267,19 @@ def test_matched_streams_train_the_same_encoder_over_whole_epochs(method, backbo
     """The whole training loop, not one step (`--reference-views matched`): from the harness's
     initial weights, on its views in its batch order with its random draws, the reference loop
     logs the harness's loss at every step (warmup and cosine included) and ends with an encoder
-    that gives the harness's features (relative 1e-4). BYOL (target updated one step apart) and
-    the autoencoders (the official step's extra BatchNorm pass) differ by design: docs/parity.md."""
+    that gives the harness's features (relative 1e-4), through `compare.reference_inputs`, which
+    `bench parity --reference-views matched` uses. BYOL (its target updated one step apart) and
+    the VAE/AASAE (the official step's extra pass, which draws noise and moves BatchNorm
+    statistics) differ by design: docs/parity.md."""
     import copy
     import csv
     from bench import config
     from bench.engine.execute import build_augment
-    from bench.engine.train import TrainContext, epoch_order, make_views, train
+    from bench.engine.train import TrainContext, train
     sets = config.parse_sets(["train.epochs=3", "train.batch_size=8", "train.warmup_epochs=1"])
     suite = replace(SUITES.get("fmnist-ci"), backbone=backbone)
     suite = replace(suite, train=resolve_scope(suite, "train", sets.pop("train")))
-    run = resolve(suite, RunSpec(suite.name, method, 0), sets)
+    run = resolve(suite, RunSpec(suite.name, method, 2), sets)  # a seed other than 0: its epochs' seeds
     info = DataInfo(1, SIZE, 10, (0.286,), (0.353,))
     cpu = torch.device("cpu")
     harness = build_method(run, info, cpu)
@@ -275,17 +288,15 @@ def test_matched_streams_train_the_same_encoder_over_whole_epochs(method, backbo
     images = torch.randint(0, 256, (2 * BATCH + 3, 1, SIZE, SIZE), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     labels = torch.zeros(len(images), dtype=torch.long)
     out = train(harness, images, labels, aug, run.train, run.optim,
-                TrainContext(run_dir=tmp_path, device=cpu, seed=0, spec_hash=run.spec_hash))
+                TrainContext(run_dir=tmp_path, device=cpu, seed=run.seed, spec_hash=run.spec_hash))
     assert out.status == "ok" and out.step == 6
     h_losses = [float(r["loss"]) for r in csv.DictReader((tmp_path / "train_log.csv").open())]
 
-    vit = backbone.startswith("vit")
     r_losses: list[float] = []
     encoder, _ = reference.train(
         compare.recipe_of(run, info, harness), images, labels, workers=0,
-        progress=lambda step, total, loss: r_losses.append(loss), make_views=lambda xb: make_views(harness, xb, aug),
-        order=lambda epoch: epoch_order(0, epoch, len(images)),
-        initialize=lambda model: compare.load_harness_weights(initial, model, vit))
+        progress=lambda step, total, loss: r_losses.append(loss),
+        **compare.reference_inputs("matched", harness, aug, initial, run.seed, len(images)))
     assert len(r_losses) == len(h_losses) == 6
     for step, (h, r) in enumerate(zip(h_losses, r_losses)):
         assert h == pytest.approx(r, rel=1e-4), f"loss at step {step}: harness {h} vs reference {r}"
@@ -299,7 +310,7 @@ def test_mismatched_architectures_are_refused_when_loading_harness_weights():
     _, harness, _ = _pair("simclr", "resnet-tiny")
     _, _, other = _pair("vicreg", "resnet-tiny")
     with pytest.raises(ValueError):
-        compare.load_harness_weights(harness.state_dict(), other, vit=False)
+        compare.load_harness_weights(harness.state_dict(), other)
 
 
 def _record(method: str, h: list[float], r: list[float], harness_only: bool = False) -> dict:

@@ -22,7 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite", default="fmnist-ci", help="data, backbone, budget and augmentation (default fmnist-ci)")
     p.add_argument("--seeds", type=positive_int, default=2, help="seeds K..K+N-1, K from --first-seed (default 2)")
     p.add_argument("--first-seed", type=int, default=0, metavar="K",
-                   help="the first seed (default 0): more seeds of a row without re-running the first ones")
+                   help="the first seed (default 0): more seeds without re-running the first ones; the "
+                        "record's name ends in -from-seedK and it is a row of its own (rows are not merged)")
     p.add_argument("--epochs", type=positive_int, help="training epochs (default: the suite's)")
     p.add_argument("--backbone", help="another backbone than the suite's (e.g. vit-tiny-p4 for MAE on a ViT)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="SCOPE.KEY=VALUE",
@@ -35,7 +36,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="pil: the reference loop's own torchvision/lightly transforms (parity, default); harness: "
                         "feed it the harness's kornia views instead (a diagnostic separating the data pipeline "
                         "from the training code); matched: also the harness's batch order, random draws (crops, "
-                        "masks, noise) and initial weights, so that only the training code differs")
+                        "masks, noise) and initial weights, so that only the training code differs (except for VAE/AASAE, "
+                        "whose reference draws extra noise, and BYOL, whose target moves one step apart)")
     p.add_argument("--out", type=Path, default=Path("results/parity"),
                    help="where METHOD-BACKBONE.json is written (default results/parity)")
     p.add_argument("--force", action="store_true", help="replace an existing record of the same method and backbone")
@@ -85,12 +87,13 @@ def main(args: argparse.Namespace) -> int:
     if args.harness_only and args.reference_views != "pil":
         raise UserError("--reference-views needs a reference side; drop --harness-only")
     name = f"{args.method}-{suite.backbone}" + ("-harness-only" if args.harness_only else "") \
-        + REFERENCE_VIEWS[args.reference_views]
+        + REFERENCE_VIEWS[args.reference_views][0] + (f"-from-seed{args.first_seed}" if args.first_seed else "")
     target = args.out / f"{name}.json"
     if target.exists() and not args.force:
         raise UserError(f"{target} already holds a parity record; pass --force to replace it or choose another --out")
     command = "python -m bench parity " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["parity"] \
-        else f"python -m bench parity --method {args.method} --suite {args.suite} --seeds {args.seeds}"
+        else (f"python -m bench parity --method {args.method} --suite {args.suite} --seeds {args.seeds} "
+              f"--first-seed {args.first_seed} --reference-views {args.reference_views}")
     with cpu_threads(args.threads):
         record = compare.parity(suite, args.method, range(args.first_seed, args.first_seed + args.seeds), sets,
                                 args.data_dir, not args.no_download,

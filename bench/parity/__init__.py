@@ -1,9 +1,14 @@
 """Parity: each method trained by the harness and by an independent reference loop."""
 
-# Where the reference loop's views come from: its own PIL transforms in a DataLoader (parity);
-# the harness's kornia pipeline (a diagnostic: what is left of a difference is the training code
-# and its random streams); or "matched": the harness's views in the harness's batch order with the
-# harness's random draws (augmentation, masks, noise) from the harness's initial weights (what is
-# left is the training code alone). Here, not in compare.py, so that the CLI can offer the choices
-# without importing torch. Each choice -> the suffix of its record's file name.
-REFERENCE_VIEWS = {"pil": "", "harness": "-harness-views", "matched": "-matched"}
+# Where the reference loop's inputs come from (torch-free, so the CLI can offer the choices):
+#   pil      its own PIL transforms in a DataLoader (parity);
+#   harness  the harness's kornia views (diagnostic: left are the training code and random streams);
+#   matched  also the harness's batch order, per-epoch seeding and initial weights (left is the
+#            training code; VAE/AASAE's reference draws extra noise per step, BYOL's target moves
+#            one step apart, so for those three the draws or updates still differ after step 0).
+# choice -> (suffix of the record's file name, note in the table's variant column)
+REFERENCE_VIEWS = {
+    "pil": ("", ""),
+    "harness": ("-harness-views", "; reference fed the harness's views"),
+    "matched": ("-matched", "; reference fed the harness's views, batches, draws and initial weights"),
+}

@@ -30,7 +30,7 @@ from bench.engine.train import TrainContext, epoch_order, make_views, train
 from bench.errors import UserError
 from bench.eval.evaluate import extract_features
 from bench.eval.knn import knn_top1
-from bench.parity import reference
+from bench.parity import REFERENCE_VIEWS, reference
 from methods.autoencoder import LatentDecoder, ResidualUpsampler, UpBlock
 from methods.base import Method
 
@@ -65,12 +65,9 @@ def knn(encoder: Any, data: SuiteData, q: Query, k: int, t: float, device: torch
     return knn_top1(bank, data.main.train.labels.to(device), feats, q.labels.to(device), data.info.num_classes, k=k, temperature=t)
 
 
-def reference_name(name: str, vit: bool) -> str | None:
-    """The reference model's name for the harness's state entry `name` (None: no counterpart).
-    The ViT MAE's modules are named after lightly's MAE example; every other method's reference
-    has the harness's architecture in the same registration order, and is matched by position."""
-    if not vit:
-        return name
+def vit_reference_name(name: str) -> str | None:
+    """The ViT MAE reference's name (lightly's MAE example layout) for the harness's state entry
+    `name`; None where it has no counterpart."""
     if name.startswith("encoder."):
         return None  # the harness's masked encoder shares the backbone's tensors
     for old, new in (("backbone.net.", "backbone.vit."), ("decoder_embed.", "decoder.decoder_embed."),
@@ -81,14 +78,14 @@ def reference_name(name: str, vit: bool) -> str | None:
     return name
 
 
-def load_harness_weights(state: dict[str, Any], ref: torch.nn.Module, vit: bool) -> None:
+def load_harness_weights(state: dict[str, Any], ref: torch.nn.Module) -> None:
     """Load the harness's (initial) `state` into the reference model: by name for the ViT MAE,
     else in registration order (same architecture = same shapes, in the same order). ValueError
     where the two architectures do not match tensor for tensor."""
     h = {k: v for k, v in state.items() if torch.is_tensor(v)}
     r = {k: v for k, v in ref.state_dict().items() if torch.is_tensor(v) and k != "log_scale"}
-    if vit:
-        pairs = [(k, reference_name(k, vit)) for k in h if reference_name(k, vit) is not None]
+    if isinstance(ref, reference.MAE):
+        pairs = [(k, vit_reference_name(k)) for k in h if vit_reference_name(k) is not None]
         pairs.append(("encoder.mask_token", "backbone.mask_token"))
     elif len(h) != len(r):
         raise ValueError(f"{len(h)} harness tensors vs {len(r)} reference tensors")
@@ -96,6 +93,8 @@ def load_harness_weights(state: dict[str, Any], ref: torch.nn.Module, vit: bool)
         pairs = list(zip(h, r))
     target = {}
     for hk, rk in pairs:
+        if rk not in r:
+            raise ValueError(f"harness tensor {hk}: the reference has no {rk}")
         if h[hk].shape != r[rk].shape:
             raise ValueError(f"{hk} {tuple(h[hk].shape)} vs {rk} {tuple(r[rk].shape)}")
         target[rk] = h[hk]
@@ -103,6 +102,20 @@ def load_harness_weights(state: dict[str, Any], ref: torch.nn.Module, vit: bool)
     if missing:
         raise ValueError(f"reference tensors with no harness counterpart: {sorted(missing)}")
     ref.load_state_dict(target, strict=False)
+
+
+def reference_inputs(reference_views: str, harness: Method, aug: Any, initial: dict[str, Any], seed: int,
+                     n: int) -> dict[str, Any]:
+    """`reference.train`'s diagnostic arguments for a `--reference-views` choice: the harness's
+    views (harness, matched); also its batch order and per-epoch seeding of `n` images and its
+    `initial` weights (matched)."""
+    if reference_views == "pil":
+        return {}
+    given = {"make_views": lambda xb: make_views(harness, xb, aug)}
+    if reference_views == "harness":
+        return given
+    return {**given, "order": lambda epoch: epoch_order(seed, epoch, n),
+            "initialize": lambda model: load_harness_weights(initial, model)}
 
 
 def decoder_numbers(method: Method) -> dict[str, int]:
@@ -149,7 +162,7 @@ def one_seed(suite: Suite, method: str, seed: int, sets: dict, data: SuiteData, 
     harness.eval()
     init_acc = knn(harness.encode, data, q, run.eval.knn_k, run.eval.knn_t, device)
     harness.train()
-    initial = copy.deepcopy(harness.state_dict())  # for --reference-views matched
+    initial = copy.deepcopy(harness.state_dict())  # the initial weights, for --reference-views matched
     aug = build_augment(run, data.info, device)
     with tempfile.TemporaryDirectory(prefix="parity-") as tmp:
         ctx = TrainContext(run_dir=Path(tmp), device=device, seed=seed, spec_hash=run.spec_hash)
@@ -170,15 +183,13 @@ def one_seed(suite: Suite, method: str, seed: int, sets: dict, data: SuiteData, 
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
     try:
-        given = (lambda xb: make_views(harness, xb, aug)) if reference_views != "pil" else None
-        matched = reference_views == "matched"  # also the harness's batch order, random draws and initial weights
-        n, vit = len(data.pretrain), harness.name == "mae" and harness.backbone.kind == "vit"
         encoder, reference_s = reference.train(
-            recipe, data.pretrain.images, data.pretrain.labels, workers, progress, make_views=given,
-            order=(lambda epoch: epoch_order(seed, epoch, n)) if matched else None,
-            initialize=(lambda model: load_harness_weights(initial, model, vit)) if matched else None)
+            recipe, data.pretrain.images, data.pretrain.labels, workers, progress,
+            **reference_inputs(reference_views, harness, aug, initial, seed, len(data.pretrain)))
     except FloatingPointError as e:
         raise UserError(f"parity: the reference loop diverged: {e}") from None
+    except ValueError as e:  # e.g. --reference-views matched: architectures that do not match
+        raise UserError(f"parity: --reference-views {reference_views}: {e}") from None
     finally:
         bar.close()
     r_acc = knn(encoder, data, q, run.eval.knn_k, run.eval.knn_t, device)
@@ -226,10 +237,6 @@ def summary(record: dict[str, Any]) -> dict[str, float]:
             "harness_s": mean("harness_train_s"), "reference_s": mean("reference_train_s")}
 
 
-VIEWS_NOTE = {"harness": "; reference fed the harness's views",
-              "matched": "; reference fed the harness's views, batches, draws and initial weights"}
-
-
 def seeds_of(record: dict[str, Any]) -> str:
     """How many seeds a record holds, and which where they are not 0..N-1."""
     seeds = [r["seed"] for r in record["seeds"]]
@@ -246,7 +253,7 @@ def table(records: list[dict[str, Any]]) -> str:
         s = summary(rec)
         budget = (f"{rec['dataset']} {rec['images']} images, `{rec['backbone']}`, {rec['epochs']} epochs "
                   f"x batch {rec['batch_size']} ({rec['steps']} steps)")
-        variant = rec["variant"] + VIEWS_NOTE.get(rec.get("reference_views", "pil"), "")
+        variant = rec["variant"] + REFERENCE_VIEWS[rec.get("reference_views", "pil")][1]
         lines.append(f"| {rec['method']} | {variant} | {budget} | {rec['scored_on']} | {s['init']:.2f} | "
                      f"{s['harness']:.2f} ± {s['harness_sd']:.2f} | {s['reference']:.2f} ± {s['reference_sd']:.2f} | "
                      f"{s['difference']:+.2f} | {seeds_of(rec)} | {s['harness_s']:.0f} / {s['reference_s']:.0f} | "
