@@ -162,7 +162,8 @@ def one_seed(suite: Suite, method: str, seed: int, sets: dict, data: SuiteData, 
     harness.eval()
     init_acc = knn(harness.encode, data, q, run.eval.knn_k, run.eval.knn_t, device)
     harness.train()
-    initial = copy.deepcopy(harness.state_dict())  # the initial weights, for --reference-views matched
+    # the initial weights, which only --reference-views matched hands to the reference loop
+    initial = copy.deepcopy(harness.state_dict()) if reference_views == "matched" else {}
     aug = build_augment(run, data.info, device)
     with tempfile.TemporaryDirectory(prefix="parity-") as tmp:
         ctx = TrainContext(run_dir=Path(tmp), device=device, seed=seed, spec_hash=run.spec_hash)
@@ -189,7 +190,7 @@ def one_seed(suite: Suite, method: str, seed: int, sets: dict, data: SuiteData, 
     except FloatingPointError as e:
         raise UserError(f"parity: the reference loop diverged: {e}") from None
     except ValueError as e:  # e.g. --reference-views matched: architectures that do not match
-        raise UserError(f"parity: --reference-views {reference_views}: {e}") from None
+        raise UserError(f"parity: the reference loop ({reference_views} views): {e}") from None
     finally:
         bar.close()
     r_acc = knn(encoder, data, q, run.eval.knn_k, run.eval.knn_t, device)
